@@ -1,0 +1,1 @@
+"""Data generators, loaders and data cards, imported as ``invdiff.datasets``."""
