@@ -4,5 +4,6 @@ Imported as ``invdiff.operators`` (the folder ``operators/`` is mapped by setup.
 ``make(name, **kwargs)`` builds a registered operator; ``available()`` lists them.
 """
 from invdiff.operators.registry import available, make, register
+from invdiff.operators.matrix import Matrix
 
-__all__ = ["available", "make", "register"]
+__all__ = ["Matrix", "available", "make", "register"]
