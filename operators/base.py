@@ -40,3 +40,50 @@ class OperatorMixin:
     def baseline(self, y: torch.Tensor, **kwargs) -> torch.Tensor:  # pragma: no cover - abstract
         """The classical reconstruction of this modality from ``y`` (see the module docstring)."""
         raise NotImplementedError(f"{type(self).__name__} has no baseline reconstruction")
+
+
+def tikhonov_cg(op, y: torch.Tensor, lam: float, max_iter: int = 30, tol: float = 1e-6) -> torch.Tensor:
+    r"""Regularised least squares by conjugate gradients (deepinv's ``conjugate_gradient``):
+
+    .. math::
+        \hat x = \arg\min_x \|A x - y\|^2 + \lambda \|x\|^2
+        \iff (A^\top A + \lambda I)\, \hat x = A^\top y .
+
+    Started from 0, every CG iterate lowers the objective, so ``||A x - y|| < ||y||`` whenever
+    ``A^T y != 0``: the SENSE reconstruction of Pruessmann et al. (1999) for multi-coil MRI and
+    the Wiener/Tikhonov deconvolution for non-circular blur boundaries.
+    """
+    from deepinv.optim.linear.conjugate_gradient import conjugate_gradient
+
+    if lam < 0:
+        raise ValueError(f"lam: expected >= 0, got {lam}")
+    b = op.A_adjoint(y)
+    return conjugate_gradient(lambda v: op.A_adjoint_A(v) + lam * v, b, max_iter=max_iter, tol=tol)
+
+
+def power_norm(
+    op, x_shape: tuple[int, ...], n_iter: int = 100, tol: float = 1e-6, dtype=torch.float64, device=None,
+    generator: torch.Generator | None = None,
+) -> float:
+    r"""The spectral norm :math:`\|A\|_2` by power iteration on :math:`A^\top A` from a seeded start.
+
+    .. math::
+        v_{k+1} = \frac{A^\top A v_k}{\|A^\top A v_k\|}, \qquad \|A\|_2^2 = \lim_k \|A^\top A v_k\| .
+
+    Unlike deepinv's ``compute_norm`` it never touches the global random state (default seed 0).
+    """
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    v = torch.randn((1, *x_shape), generator=g, dtype=dtype).to(device)
+    v = v / v.norm()
+    lam = 0.0
+    for _ in range(n_iter):
+        w = op.A_adjoint_A(v)
+        new = float(w.norm())
+        if new == 0.0:
+            return 0.0
+        v = w / new
+        if abs(new - lam) <= tol * new:
+            lam = new
+            break
+        lam = new
+    return lam**0.5
