@@ -45,7 +45,7 @@ __all__ = [
     "Recorder",
     "make_problem",
     "handle_nonfinite",
-    "per_sample_norm",
+    "check_sigmas",
 ]
 
 OnNaN = Literal["raise", "clip"]
@@ -303,6 +303,19 @@ def make_problem(
             f"the operator's signals have shape {shape}"
         )
     y_rep = y.repeat(n_samples, *([1] * (y.ndim - 1)))
+    if n_samples > 1 and batch > 1:  # per-measurement operator parameters cannot follow the repeat
+        try:
+            with torch.no_grad():
+                probe = physics.A(torch.zeros(y_rep.shape[0], *shape, dtype=y.dtype, device=y.device))
+            ok = tuple(probe.shape) == tuple(y_rep.shape)
+        except (RuntimeError, ValueError) as err:
+            ok, probe = False, err
+        if not ok:
+            raise ValueError(
+                f"the operator does not broadcast over the {n_samples} x {batch} batch of samples "
+                f"(got {getattr(probe, 'shape', probe)}); it likely holds per-measurement parameters: "
+                "sample one measurement at a time (B = 1) or use n_samples=1"
+            )
     return Problem(y_rep, physics, shape, batch, n_samples, likelihood, sig, gain)
 
 
@@ -466,12 +479,17 @@ class Sampler:
         return f"{type(self).__name__}(prior={type(self.prior).__name__})"
 
 
-def per_sample_norm(r: Tensor) -> Tensor:
-    """Euclidean norm of each row of ``r`` (over all non-batch axes), shape ``(n,)``."""
-    return r.flatten(1).norm(dim=1)
-
-
-def log_sum_exp_normalise(log_w: Tensor, dim: int = 0) -> Tensor:
-    """``log_w - logsumexp(log_w)`` along ``dim``: normalised log-weights."""
-    return log_w - torch.logsumexp(log_w, dim=dim, keepdim=True)
-
+def check_sigmas(sigmas, allow_final_zero: bool = True) -> Tensor:
+    """Validate a strictly descending 1-D tensor of noise levels (> 0, the last may be 0)."""
+    s = torch.as_tensor(sigmas)
+    if s.ndim != 1 or s.numel() < 2:
+        raise ValueError(f"sigmas: expected a 1-D tensor of at least 2 noise levels, got shape {tuple(s.shape)}")
+    if not s.is_floating_point() or not bool(torch.isfinite(s).all()):
+        raise ValueError("sigmas: expected finite floating-point noise levels")
+    low = s if not allow_final_zero else s[:-1]
+    if bool((low <= 0).any()) or bool(s[-1] < 0):
+        last = "(the last may be 0)" if allow_final_zero else ""
+        raise ValueError(f"sigmas: expected noise levels > 0 {last}, got min {float(s.min())}")
+    if bool((s[1:] >= s[:-1]).any()):
+        raise ValueError("sigmas: expected a strictly descending sequence")
+    return s
