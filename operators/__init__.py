@@ -2,8 +2,30 @@
 
 Imported as ``invdiff.operators`` (the folder ``operators/`` is mapped by setup.py).
 ``make(name, **kwargs)`` builds a registered operator; ``available()`` lists them.
+
+Every operator made here has ``x_shape`` (one signal, no batch axis), ``y_shape``, an exact
+adjoint ``A_adjoint`` and ``baseline(y)``: the classical reconstruction of its modality
+(pseudo-inverse for ``Matrix``, filtered back-projection for ``CT``, zero-filled for
+single-coil and SENSE for multi-coil MRI, Wiener for ``Blur2D``, slice-wise for ``Volume``).
 """
 from invdiff.operators.registry import available, make, register
 from invdiff.operators.matrix import Matrix
+from invdiff.operators.ct import CT
+from invdiff.operators.mri import MultiCoilMRI, SingleCoilMRI, birdcage_maps
+from invdiff.operators.masks import cartesian_mask
+from invdiff.operators.blur import Blur2D
+from invdiff.operators.volume import Volume
 
-__all__ = ["Matrix", "available", "make", "register"]
+__all__ = [
+    "Blur2D",
+    "CT",
+    "Matrix",
+    "MultiCoilMRI",
+    "SingleCoilMRI",
+    "Volume",
+    "available",
+    "birdcage_maps",
+    "cartesian_mask",
+    "make",
+    "register",
+]
