@@ -107,7 +107,7 @@ class NavierStokes2D(PDESolver):
             - P\\,\\mathcal F\\big[u\\,\\partial_x\\omega + v\\,\\partial_y\\omega\\big] + \\hat f.
 
     :param n: grid, an int (square) or ``(n_x, n_y)``.
-    :param nu: viscosity; ``drag``: linear damping :math:`\\alpha \\ge 0`.
+    :param nu: viscosity :math:`\\nu \\ge 0` (0: Euler, energy and enstrophy conserving); ``drag``: linear damping :math:`\\alpha \\ge 0`.
     :param length: domain size (int/float or pair).
     :param forcing: ``"fno"``, ``"kolmogorov"``, ``None`` or an ``(n_x, n_y)`` tensor (see :func:`forcing_field`).
     :param dt_max: largest ETDRK4 step. The default ``0.5 * h / u_max`` keeps the advective CFL
@@ -125,7 +125,7 @@ class NavierStokes2D(PDESolver):
                  u_max: float = 2.0, dt_max: float | None = None, output: str = "trajectory", progress: bool = False):
         shape = tuple(int(v) for v in _pair(n, "n"))
         lengths = tuple(float(v) for v in _pair(length, "length"))
-        check_positive("nu", nu)
+        check_positive("nu", nu, allow_zero=True)
         check_positive("drag", drag, allow_zero=True)
         check_positive("u_max", u_max)
         for v in lengths:

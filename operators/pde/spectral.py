@@ -26,7 +26,8 @@ def wavenumbers(shape: Sequence[int], lengths: Sequence[float], device=None, dty
     d = len(shape)
     out = []
     for i, (n, L) in enumerate(zip(shape, lengths)):
-        m = torch.fft.rfftfreq(n, d=1.0 / n) if i == d - 1 else torch.fft.fftfreq(n, d=1.0 / n)
+        kw = dict(d=1.0 / n, dtype=torch.float64)
+        m = torch.fft.rfftfreq(n, **kw) if i == d - 1 else torch.fft.fftfreq(n, **kw)
         view = [1] * d
         view[i] = m.numel()
         out.append((2 * math.pi / L * m).to(device=device, dtype=dtype).reshape(view))
