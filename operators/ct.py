@@ -93,7 +93,8 @@ class CT(OperatorMixin, LinearPhysics):
     :param channels: channels ``C`` (each projected independently).
     :param fan_beam: fan-beam geometry with a flat detector.
     :param source_distance, detector_distance: fan beam, in pixels from the rotation centre
-        (defaults ``2 N`` and ``N``).
+        (defaults ``2 N`` and ``N``). Fan angles follow the parallel-beam convention: as the
+        source moves away, the fan sinogram at angle t tends to the parallel one at t.
     :param n_detectors: fan-beam detector pixels (default: the padded image side); parallel beam
         always has one detector per padded pixel.
     :param circle: restrict to the inscribed disc (no padding) as deepinv's ``circle=True``.
@@ -169,8 +170,11 @@ class CT(OperatorMixin, LinearPhysics):
             self.n_detectors = n_det
         else:
             self.n_detectors = G
+        # deepinv's fan grid at angle t has the rays of its parallel grid at t - 90 degrees;
+        # shift so that a distant source gives the parallel-beam sinogram at the same angle
+        grid_theta = theta + 90.0 if fan_beam else theta
         radon = Radon(
-            size, theta.to(torch.float32), circle=circle, parallel_computation=True,
+            size, grid_theta.to(torch.float32), circle=circle, parallel_computation=True,
             fan_beam=fan_beam, fan_parameters=fan_parameters, dtype=torch.float32, device=device,
         )
         self.register_buffer("angles", theta.to(device=device, dtype=torch.float32))
@@ -182,7 +186,7 @@ class CT(OperatorMixin, LinearPhysics):
         self.scale = 1.0
         self.normalize = normalize
         if normalize:
-            self.scale = 1.0 / power_norm(self, (1, size, size), n_iter=200, tol=1e-7, device=device)
+            self.scale = 1.0 / power_norm(self, (1, size, size), n_iter=100, tol=1e-6, dtype=torch.float32, device=device)
 
     # -- raw transforms (no autograd bookkeeping; autograd goes through _Project/_BackProject) --
     def _grid_for(self, t: torch.Tensor) -> torch.Tensor:
