@@ -325,7 +325,8 @@ def make_problem(
 class CountingDenoiser:
     """Wrap a denoiser and count its (batched) evaluations: ``nfe`` is per sample.
 
-    ``sigma`` is passed through as given (a float or a ``(B,)`` tensor).
+    A float ``sigma`` is passed on as a ``(B,)`` tensor (as :func:`invdiff.diffusion.solvers.sample`
+    does), which deepinv denoisers and invdiff priors both accept.
 
     >>> D = CountingDenoiser(lambda x, sigma: x)
     >>> _ = D(torch.zeros(4, 2), 1.0); _ = D(torch.zeros(4, 2), 0.5)
@@ -341,6 +342,8 @@ class CountingDenoiser:
 
     def __call__(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         self.nfe += 1
+        if not isinstance(sigma, Tensor) or sigma.ndim == 0:  # a (B,) tensor suits every denoiser
+            sigma = torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
         out = self.denoiser(x, sigma)
         if out.shape != x.shape:
             raise ValueError(f"prior: D(x, sigma) must return x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
