@@ -58,7 +58,9 @@ def tikhonov_cg(op, y: torch.Tensor, lam: float, max_iter: int = 30, tol: float 
     if lam < 0:
         raise ValueError(f"lam: expected >= 0, got {lam}")
     b = op.A_adjoint(y)
-    return conjugate_gradient(lambda v: op.A_adjoint_A(v) + lam * v, b, max_iter=max_iter, tol=tol)
+    # deepinv's default eps=1e-8 in the step denominators biases late iterates; 1e-30 only
+    # guards the 0/0 of an exactly zero right-hand side
+    return conjugate_gradient(lambda v: op.A_adjoint_A(v) + lam * v, b, max_iter=max_iter, tol=tol, eps=1e-30)
 
 
 def power_norm(

@@ -149,7 +149,7 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
             z = _ReflectPadT.apply(z, self._pad4, (self.H, self.W))
         return z
 
-    def wiener(self, y: torch.Tensor, lam: float | None = None, max_iter: int = 50) -> torch.Tensor:
+    def wiener(self, y: torch.Tensor, lam: float | None = None, max_iter: int = 50, tol: float = 1e-6) -> torch.Tensor:
         r"""Wiener / Tikhonov deconvolution :math:`\arg\min_x \|Ax - y\|^2 + \lambda\|x\|^2`:
 
         .. math::
@@ -165,7 +165,7 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
             s2 = float(torch.as_tensor(s).max()) ** 2 if s is not None else 0.0
             lam = max(1e-3, s2 / 0.1)
         if self.padding != "circular":
-            return tikhonov_cg(self, y, lam, max_iter=max_iter)
+            return tikhonov_cg(self, y, lam, max_iter=max_iter, tol=tol)
         kh = self._khat(y)
         return torch.fft.irfft2(torch.fft.rfft2(y) * kh.conj() / (kh.abs() ** 2 + lam), s=self.fft_shape)
 

@@ -84,8 +84,8 @@ class CT(OperatorMixin, LinearPhysics):
     The line integrals are sums of bilinear samples one pixel apart (deepinv's ``Radon``); with
     ``normalize=True`` the operator is divided by its spectral norm (power method), so
     :math:`\|A\|_2 = 1`. The FBP follows Kak & Slaney (1988), ch. 3; the fan-beam FBP uses the
-    cosine pre-weighting and the iso-centre detector spacing, then a data-consistent scalar
-    (one extra projection) because the ray-density weighting of the transpose is approximate.
+    cosine pre-weighting and the iso-centre detector spacing (the ray-density weighting of the
+    transpose is approximate); ``baseline`` rescales the FBP by a data-consistent scalar.
 
     :param size: image side ``N``.
     :param angles: number of views (uniform on ``[0, 180)`` degrees, ``[0, 360)`` for fan beam)
@@ -265,15 +265,20 @@ class CT(OperatorMixin, LinearPhysics):
         return x
 
     def baseline(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        r"""Filtered back-projection (see :meth:`fbp`); for fan beam rescaled by the scalar
-        :math:`\alpha = \langle A\hat x, y\rangle / \|A \hat x\|^2` per signal."""
+        r"""Filtered back-projection (:meth:`fbp`) rescaled, per signal, by the least-squares scalar
+
+        .. math::
+            \alpha = \frac{\langle A \hat x_{FBP}, y\rangle}{\|A \hat x_{FBP}\|^2},
+
+        which costs one projection and guarantees :math:`\|A(\alpha \hat x) - y\| \le \|y\|`.
+        :math:`\alpha \approx 1` for full angular coverage; it compensates the missing wedge of
+        limited-angle scans and the approximate ray-density weighting of the fan-beam FBP.
+        """
         x = self.fbp(y)
-        if self.fan_beam:
-            Ax = self.A(x)
-            dims = tuple(range(1, Ax.ndim))
-            alpha = (Ax * y).sum(dims) / (Ax * Ax).sum(dims).clamp_min(torch.finfo(x.dtype).tiny)
-            x = x * alpha.reshape(-1, *([1] * (x.ndim - 1)))
-        return x
+        Ax = self.A(x)
+        dims = tuple(range(1, Ax.ndim))
+        alpha = (Ax * y).sum(dims) / (Ax * Ax).sum(dims).clamp_min(torch.finfo(x.dtype).tiny)
+        return x * alpha.reshape(-1, *([1] * (x.ndim - 1)))
 
     def extra_repr(self) -> str:
         geo = "fan" if self.fan_beam else "parallel"
