@@ -17,7 +17,7 @@ import torch
 from invdiff.utils.checks import check_finite, check_floating
 from invdiff.utils.random import randn
 
-__all__ = ["sliced_wasserstein", "wasserstein_1d"]
+__all__ = ["sliced_wasserstein", "wasserstein_1d", "psnr", "ssim"]
 
 
 def _as_weights(name: str, w: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor | None:
@@ -121,3 +121,29 @@ def sliced_wasserstein(
     theta = theta / theta.norm(dim=0, keepdim=True)
     w = wasserstein_1d((a @ theta).T, (b @ theta).T, p=p, u_weights=wa, v_weights=wb)
     return (w**p).mean() ** (1 / p)
+
+
+def psnr(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image, ``10 log10(data_range^2 / MSE)``, shape (B,).
+
+    >>> float(psnr(torch.zeros(1, 4), torch.full((1, 4), 0.1)))   # MSE 0.01 -> 20 dB
+    20.0
+    """
+    if x_hat.shape != x.shape:
+        raise ValueError(f"psnr: shapes differ, {tuple(x_hat.shape)} and {tuple(x.shape)}")
+    mse = (x_hat - x).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(data_range**2 / mse)
+
+
+def ssim(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) per image of ``(B, C, H, W)`` batches, shape (B,).
+
+    scikit-image's ``structural_similarity`` (7x7 uniform window, channels averaged).
+    """
+    from skimage.metrics import structural_similarity
+
+    if x_hat.shape != x.shape or x.ndim != 4:
+        raise ValueError(f"ssim: expected two (B, C, H, W) tensors of equal shape, got {tuple(x_hat.shape)}, {tuple(x.shape)}")
+    a, b = x_hat.detach().double().cpu().numpy(), x.detach().double().cpu().numpy()
+    vals = [structural_similarity(a[i], b[i], data_range=data_range, channel_axis=0) for i in range(len(a))]
+    return torch.tensor(vals, dtype=torch.float64)
