@@ -92,7 +92,7 @@ def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
 
     from invdiff.samplers import DPS
 
-    n_prior, n_test, steps, repeats = (128, 2, 100, 2) if quick else (384, 4, 500, 3)
+    n_prior, n_test, steps, repeats = (128, 2, 100, 3) if quick else (384, 4, 500, 5)
     prior, _, held = _phantom_prior(n_prior, 1 + n_test, 32, device)
     val, test = held[:1], held[1:]
     physics = dinv.physics.Inpainting(img_size=(1, 32, 32), mask=0.3, device=device,
@@ -106,7 +106,7 @@ def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
     def theirs(weight, y, dtype):
         return _deepinv_dps(prior, steps, weight, dtype, device)(y, physics, seed=0).float()
 
-    grid = [0.3, 1.0, 3.0] if quick else [0.1, 0.3, 1.0, 3.0]
+    grid = [0.3, 1.0, 3.0, 10.0] if quick else [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
     zeta = max(grid, key=lambda z: _psnr(ours(z, y_val), val))
     weight = max(grid, key=lambda w: _psnr(theirs(w, y_val, torch.float64), val))
 
@@ -165,7 +165,7 @@ def dps_overhead(quick: bool, device: str) -> list[dict]:
 
     from invdiff.samplers import DPS
 
-    steps, repeats, batch = (50, 2, 4) if quick else (200, 3, 4)
+    steps, repeats, batch = (50, 3, 4) if quick else (200, 5, 4)
     gmm, _, held = _phantom_prior(128 if quick else 384, batch, 32, device)
     torch.manual_seed(0)
     cnn = dinv.models.DnCNN(in_channels=1, out_channels=1, depth=8, nf=32, pretrained=None, device=device).eval()

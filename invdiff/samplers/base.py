@@ -205,7 +205,12 @@ class Problem:
         return 0.5 * r.pow(2).flatten(1).sum(1)
 
     def baseline(self) -> Tensor:
-        """A cheap baseline inverse of ``y``: ``A_dagger(y)`` if linear, else zeros."""
+        """A baseline inverse of ``y``: the operator's classical reconstruction
+        (``physics.baseline``, e.g. FBP for invdiff's CT), else ``A_dagger`` if linear, else zeros."""
+        try:
+            return self.physics.baseline(self.y).reshape(self.n, *self.x_shape)
+        except (AttributeError, NotImplementedError):
+            pass
         if hasattr(self.physics, "A_dagger") and hasattr(self.physics, "A_adjoint"):
             return self.physics.A_dagger(self.y).reshape(self.n, *self.x_shape)
         return self.zeros()

@@ -93,7 +93,8 @@ class REDDiff(Sampler):
         ``"trunc_linear"``, ``"const"``.
     :param sigmas: descending positive noise levels; default ``steps`` levels of the DDPM
         linear schedule (:func:`invdiff.diffusion.schedules.ddpm_sigmas`).
-    :param init: ``"baseline"`` (the operator's ``A_dagger``, as the reference), ``"zeros"``,
+    :param init: ``"baseline"`` (``physics.baseline(y)``, else ``A_dagger(y)``; the reference
+        code starts from the pseudo-inverse), ``"zeros"``,
         or a tensor ``(B, *x_shape)``.
     :param n_noise: noise draws averaged per step (1 in the paper); costs ``n_noise`` denoiser
         evaluations per sample per step, in the same batched call.
