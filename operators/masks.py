@@ -54,8 +54,13 @@ def cartesian_mask(
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    if W // acceleration < 1:
+        raise ValueError(f"acceleration {acceleration} leaves no line of the {W} columns (need acceleration <= {W})")
     gen = gens[kind]((H, W), acceleration=acceleration, center_fraction=center_fraction, rng=generator, device=generator.device)
-    return gen.step(batch_size=1)["mask"][0, 0].to(torch.float32)
+    mask = gen.step(batch_size=1)["mask"][0, 0].to(torch.float32)
+    if not bool(mask.any()):
+        raise ValueError(f"the {kind} mask of acceleration {acceleration} on {W} columns is empty; lower the acceleration")
+    return mask
 
 
 def gaussian_mask_2d(

@@ -65,6 +65,24 @@ def _to_real(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z).movedim(-1, 1)
 
 
+class _ComplexConstants:
+    """Masks / phases as complex tensors of the input's precision (complex x complex products
+    are faster than the mixed real x complex ones, which convert on every call)."""
+
+    def _c(self, name: str, t: torch.Tensor) -> torch.Tensor | None:
+        base = getattr(self, name)
+        if base is None:
+            return None
+        want = torch.complex128 if t.dtype == torch.float64 else torch.complex64
+        cache = self.__dict__.setdefault("_complex_cache", {})
+        key = (name, want, t.device)
+        c = cache.get(key)
+        if c is None or c.device != t.device:
+            c = base.to(device=t.device, dtype=want)
+            cache[key] = c
+        return c
+
+
 def _check_mask(mask: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask: expected a torch.Tensor, got {type(mask).__name__}")
@@ -108,7 +126,7 @@ def birdcage_maps(n_coils: int, shape: tuple[int, int], radius: float = 1.5, dty
     return S.to(dtype)
 
 
-class SingleCoilMRI(OperatorMixin, _DeepinvMRI):
+class SingleCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMRI):
     r"""Single-coil Cartesian MRI :math:`y = M \mathcal F_c x` on ``(B, 2, H, W)`` images.
 
     .. math::
@@ -147,15 +165,16 @@ class SingleCoilMRI(OperatorMixin, _DeepinvMRI):
         self.check_x(x)
         z = _to_complex(x)
         if self.c_in is not None:
-            z = z * self.c_in
-        return _to_real(centred_fft2(z, self.c_in) * self.mask_out)
+            z.mul_(self._c("c_in", x))
+        k = centred_fft2(z, self.c_in)
+        return _to_real(k.mul_(self._c("mask_out", x)))
 
     def A_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`x = \mathcal F_c^H M y` (zero-filled inverse FFT)."""
         self.check_y(y)
-        z = centred_fft2(_to_complex(y) * self.mask_out, self.c_in, inverse=True)
+        z = centred_fft2(_to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
         if self.c_in is not None:
-            z = z * self.c_in
+            z.mul_(self._c("c_in", y))
         return _to_real(z)
 
     def A_dagger(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -167,7 +186,7 @@ class SingleCoilMRI(OperatorMixin, _DeepinvMRI):
         return self.A_adjoint(y)
 
 
-class MultiCoilMRI(OperatorMixin, _DeepinvMultiCoilMRI):
+class MultiCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMultiCoilMRI):
     r"""Multi-coil Cartesian MRI :math:`y_c = M \mathcal F_c (S_c x)`, ``y`` of shape ``(B, 2, n_coils, H, W)``.
 
     .. math::
@@ -205,27 +224,23 @@ class MultiCoilMRI(OperatorMixin, _DeepinvMultiCoilMRI):
         c_in, c_out = _phases(H, W)
         self.register_buffer("c_in", c_in.to(device) if c_in is not None else None)
         self.register_buffer("maps_in", coil_maps * c_in.to(device) if c_in is not None else coil_maps.clone())
+        self.register_buffer("maps_conj", self.maps_in.conj().resolve_conj(), persistent=False)
         self.register_buffer("mask_out", mask * c_out.to(device) if c_out is not None else mask.clone())
         self.n_coils = coil_maps.shape[0]
         self.x_shape = (2, H, W)
         self.y_shape = (2, self.n_coils, H, W)
 
-    def _maps(self, t: torch.Tensor) -> torch.Tensor:
-        S = self.maps_in
-        want = torch.complex128 if t.dtype == torch.float64 else torch.complex64
-        return S if S.dtype == want else S.to(want)
-
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`y_c = M \mathcal F_c (S_c x)`, shape ``(B, 2, n_coils, H, W)``."""
         self.check_x(x)
-        z = self._maps(x) * _to_complex(x)[:, None]
-        return _to_real(centred_fft2(z, self.c_in) * self.mask_out)
+        z = self._c("maps_in", x) * _to_complex(x)[:, None]
+        return _to_real(centred_fft2(z, self.c_in).mul_(self._c("mask_out", x)))
 
     def A_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`A^\top y = \sum_c \bar S_c \odot \mathcal F_c^H (M y_c)`, shape ``(B, 2, H, W)``."""
         self.check_y(y)
-        z = centred_fft2(_to_complex(y) * self.mask_out, self.c_in, inverse=True)
-        return _to_real((self._maps(y).conj() * z).sum(1))
+        z = centred_fft2(_to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
+        return _to_real((self._c("maps_conj", y) * z).sum(1))
 
     def zero_filled(self, y: torch.Tensor) -> torch.Tensor:
         r"""Coil-combined zero-filled image :math:`A^\top y` (optimal coil combination, as :math:`\sum |S|^2 = 1`)."""

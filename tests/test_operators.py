@@ -27,8 +27,8 @@ SMALL = {
     "blur-gaussian": dict(size=12, blur_sigma=0.8),
     "blur-motion": dict(size=12, kernel_size=5),
     "blur-uniform": dict(size=12, kernel_size=3),
-    "volume-ct": dict(size=8, depth=3, views=3, chunk=2),
-    "volume-mri": dict(size=8, depth=3, chunk=2, axis=3),
+    "volume-ct": dict(size=8, depth=3, views=3),
+    "volume-mri": dict(size=8, depth=3, axis=3),  # chunking: test_volume_is_slice_wise
 }
 NAMES = sorted(n for n in operators.available() if not n.startswith("pde-"))
 PDE_NAMES = sorted(n for n in operators.available() if n.startswith("pde-"))
@@ -68,9 +68,26 @@ def smooth_image(shape, seed=0):
     return img.expand(1, *lead, H, W).clone()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_invariants(name):
-    op = small(name)
+# boundary / geometry variants that the registry defaults do not cover
+VARIANTS = [
+    ("blur-gaussian", dict(padding="reflect")),
+    ("blur-motion", dict(padding="valid")),
+    ("blur-uniform", dict(padding="reflect", channels=2)),
+    ("ct-sparse-view", dict(circle=True)),
+    ("ct-fan", dict(size=11, n_detectors=9)),
+    ("matrix", dict(kind="gaussian", m=9, n=4)),
+    ("mri-4x", dict(size=9, mask="gaussian-2d")),
+    ("mri-multicoil-8x", dict(size=9, coils=3, acceleration=2, mask="random-1d")),
+    ("volume-ct", dict(axis=4)),
+]
+CASES = [pytest.param(n, {}, id=n) for n in NAMES] + [
+    pytest.param(n, kw, id=n + "-" + "-".join(f"{k}={v}" for k, v in kw.items())) for n, kw in VARIANTS
+]
+
+
+@pytest.mark.parametrize("name,kw", CASES)
+def test_invariants(name, kw):
+    op = small(name, **kw)
     assert isinstance(op, LinearPhysics)
     xs, ys = tuple(op.x_shape), tuple(op.y_shape)
 
@@ -296,6 +313,8 @@ def test_bad_parameters_raise():
         operators.make("mri-4x", acceleration=0.5)
     with pytest.raises(ValueError, match="empty"):
         SingleCoilMRI(torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="acceleration"):
+        operators.cartesian_mask((8, 8), 9)
     with pytest.raises(ValueError, match="angles"):
         operators.make("ct-sparse-view", views=0)
     with pytest.raises(ValueError, match="angles"):
@@ -306,3 +325,77 @@ def test_bad_parameters_raise():
         operators.make("matrix", kind="hilbert")
     with pytest.raises(ValueError, match="unknown operator"):
         operators.make("no-such-operator")
+
+
+# ---------------------------------------------------------------- property-based (hypothesis)
+
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _adjoint_error(op, seed=0, batch=2):
+    u = rand((batch, *op.x_shape), seed, torch.float32)
+    v = rand((batch, *op.y_shape), seed + 1, torch.float32)
+    Au = op.A(u)
+    return float(((Au * v).sum() - (u * op.A_adjoint(v)).sum()).abs() / (Au.norm() * v.norm()))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    H=st.integers(4, 24), W=st.integers(4, 24), kh=st.integers(1, 5), kw=st.integers(1, 5),
+    padding=st.sampled_from(["circular", "reflect", "valid"]), seed=st.integers(0, 1000),
+)
+def test_blur_properties(H, W, kh, kw, padding, seed):
+    from scipy import ndimage
+
+    k = rand((kh, kw), seed)
+    op = Blur2D(k, size=(H, W), padding=padding)
+    assert _adjoint_error(op, seed) < 1e-5
+    if padding == "circular" and kh % 2 and kw % 2:
+        x = rand((1, 1, H, W), seed + 2)
+        ref = ndimage.convolve(x[0, 0].numpy(), k.numpy(), mode="wrap")
+        np.testing.assert_allclose(op.A(x)[0, 0].numpy(), ref, atol=1e-10)
+
+
+@settings(max_examples=10, deadline=None)
+@given(H=st.integers(4, 20), W=st.integers(4, 20), acc=st.floats(1.0, 6.0),
+       kind=st.sampled_from(["gaussian-1d", "random-1d", "gaussian-2d"]), seed=st.integers(0, 1000))
+def test_mri_properties(H, W, acc, kind, seed):
+    assume(acc <= min(H, W) / 2)
+    cf = 0.5 / acc
+    mask = operators.cartesian_mask((H, W), acc, center_fraction=cf, kind=kind, generator=torch.Generator().manual_seed(seed))
+    assert mask.any()
+    if int(cf * W) >= 1 or kind == "gaussian-2d":
+        assert mask[H // 2, W // 2] == 1  # the centre is always sampled
+    op = SingleCoilMRI(mask)
+    assert _adjoint_error(op, seed) < 1e-5
+    x = rand((1, 2, H, W), seed)
+    z = x[0, 0].numpy() + 1j * x[0, 1].numpy()
+    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(z), norm="ortho")) * mask.numpy()
+    y = op.A(x)
+    np.testing.assert_allclose(y[0, 0].numpy() + 1j * y[0, 1].numpy(), ref, atol=1e-12)
+    mc = MultiCoilMRI(mask, coil_maps=2)
+    assert _adjoint_error(mc, seed) < 1e-5
+
+
+@settings(max_examples=8, deadline=None)
+@given(size=st.integers(4, 20), n=st.integers(1, 9), fan=st.booleans(), circle=st.booleans(), seed=st.integers(0, 1000))
+def test_ct_properties(size, n, fan, circle, seed):
+    angles = (torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 360).tolist()
+    op = CT(size, angles=angles, fan_beam=fan, circle=circle and not fan, normalize=False)
+    assert _adjoint_error(op, seed) < 1e-5
+    # line integrals of a non-negative image are non-negative, and of the constant 1 inside
+    # the disc at most the diameter (+1 pixel of bilinear spread)
+    assert float(op.A(torch.ones(1, *op.x_shape)).max()) <= size * 2**0.5 + 2
+
+
+@settings(max_examples=10, deadline=None)
+@given(m=st.integers(1, 8), n=st.integers(1, 8), batch=st.booleans(), seed=st.integers(0, 1000))
+def test_matrix_properties(m, n, batch, seed):
+    M = rand((3, m, n) if batch else (m, n), seed)
+    op = Matrix(M)
+    assert _adjoint_error(op, seed, batch=3) < 1e-5
+    x = rand((3, n), seed + 1)
+    y = op.A(x)
+    # Moore-Penrose: A A^+ A = A on the data
+    assert torch.allclose(op.A(op.A_dagger(y)), y, atol=1e-8)

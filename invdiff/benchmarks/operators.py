@@ -1,0 +1,129 @@
+"""`invdiff bench operators`: time of A, A^T and A^T A per call against the natural floor.
+
+For each operator at two image sizes (128^2 and 256^2; ``--quick``: 64^2 and 128^2) and for
+the 3D volume operators (64^3; quick: 32^3), the median time per call (``torch.utils.benchmark``)
+of ``A``, ``A_adjoint`` and ``A_adjoint_A`` on a batch of one signal, and the same for the floor
+measured in the same run on the same data:
+
+- MRI: the bare ``torch.fft.fft2`` / ``ifft2`` calls (complex input, ortho norm; one per coil);
+- blur: the bare ``torch.fft.rfft2`` + ``irfft2`` of the (padded) image;
+- CT: deepinv's ``Tomography`` on the same geometry (its default, exact autograd adjoint);
+- volumes: the 2D floor applied to all slices at once (FFT for MRI, deepinv for CT).
+
+Targets: ratio <= 1.2 for MRI and blur, <= 1.0 for CT. The table also gives deepinv's own
+MRI / blur operators for reference (``deepinv ms`` columns, A^T A).
+"""
+from __future__ import annotations
+
+import torch
+import torch.utils.benchmark as tb
+
+from invdiff import operators
+
+
+def _time(fn, min_run_time: float) -> float:
+    """Median seconds per call of ``fn()`` (after a warm-up call)."""
+    fn()
+    return tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+
+
+def _fft_floor(shape, device, real: bool):
+    """(A, A^T, A^T A) callables of bare FFTs on data of ``shape``."""
+    if real:
+        x = torch.randn(shape, device=device)
+        s = shape[-2:]
+        fwd = lambda: torch.fft.irfft2(torch.fft.rfft2(x), s=s)  # noqa: E731
+        return fwd, fwd, lambda: torch.fft.irfft2(torch.fft.rfft2(torch.fft.irfft2(torch.fft.rfft2(x), s=s)), s=s)
+    z = torch.randn(shape, dtype=torch.complex64, device=device)
+    return (
+        lambda: torch.fft.fft2(z, norm="ortho"),
+        lambda: torch.fft.ifft2(z, norm="ortho"),
+        lambda: torch.fft.ifft2(torch.fft.fft2(z, norm="ortho"), norm="ortho"),
+    )
+
+
+def _deepinv_ct(op, device):
+    from deepinv.physics import Tomography
+
+    if op.fan_beam:
+        kw = dict(fan_beam=True, fan_parameters=dict(
+            pixel_spacing=1.0, source_radius=op.source_distance, detector_radius=op.detector_distance,
+            n_detector_pixels=op.n_detectors, detector_spacing=op.detector_spacing))
+        angles = op.angles.cpu() + 90.0
+    else:
+        kw, angles = {}, op.angles.cpu()
+    T = Tomography(angles=angles.to(device), img_width=op.size, normalize=False, device=device, **kw)
+    x = torch.randn(1, *op.x_shape, device=device)
+    y = T.A(x)
+    return (lambda: T.A(x)), (lambda: T.A_adjoint(y)), (lambda: T.A_adjoint_A(x))
+
+
+def _deepinv_same(name, op, device):
+    """deepinv's own operator with the same data, for MRI and circular blur (A^T A only)."""
+    import deepinv.physics as P
+
+    x = torch.randn(1, *op.x_shape, device=device)
+    if name == "mri-4x":
+        D = P.MRI(mask=op.mask[0, 0], device=device)
+    elif name == "mri-multicoil-8x":
+        D = P.MultiCoilMRI(mask=op.mask[0, 0], coil_maps=op.coil_maps[0], img_size=op.x_shape[1:], device=device)
+    elif name.startswith("blur"):
+        D = P.BlurFFT(img_size=op.x_shape, filter=op.filter, device=device)
+    else:
+        return None
+    return lambda: D.A_adjoint_A(x)
+
+
+def _floor(name, op, device):
+    if name.startswith("ct"):
+        return "deepinv Tomography", _deepinv_ct(op, device)
+    if name == "mri-4x":
+        return "torch.fft", _fft_floor((1, *op.x_shape[1:]), device, real=False)
+    if name == "mri-multicoil-8x":
+        return "torch.fft", _fft_floor((1, op.n_coils, *op.x_shape[1:]), device, real=False)
+    if name.startswith("blur"):
+        return "torch.fft", _fft_floor((1, *op.x_shape[:1], *op.fft_shape), device, real=True)
+    if name == "volume-mri":
+        return "torch.fft (all slices)", _fft_floor((op.depth, *op.slice_shape[1:]), device, real=False)
+    if name == "volume-ct":
+        from deepinv.physics import Tomography
+
+        T = Tomography(angles=op.op2d.angles.cpu().to(device), img_width=op.op2d.size, normalize=False, device=device)
+        xs = torch.randn(op.depth, *op.slice_shape, device=device)
+        ys = T.A(xs)
+        return "deepinv Tomography (all slices)", ((lambda: T.A(xs)), (lambda: T.A_adjoint(ys)), (lambda: T.A_adjoint_A(xs)))
+    return "", None
+
+
+def run(out_dir: str, quick: bool, device: str) -> list[dict]:
+    """Benchmark rows: one per (operator, size)."""
+    sizes = (64, 128) if quick else (128, 256)
+    vol = 32 if quick else 64
+    t_min = 0.1 if quick else 0.3
+    cases = [(n, dict(size=s)) for n in ("mri-4x", "mri-multicoil-8x", "blur-gaussian", "blur-motion",
+                                         "ct-sparse-view", "ct-limited-angle", "ct-fan") for s in sizes]
+    cases += [("blur-gaussian", dict(size=s, padding="reflect")) for s in sizes]
+    cases += [("volume-mri", dict(size=vol)), ("volume-ct", dict(size=vol))]
+    rows = []
+    for name, kw in cases:
+        op = operators.make(name, **kw).to(device)
+        x = torch.randn(1, *op.x_shape, device=device)
+        y = op.A(x)
+        ours = [_time(f, t_min) for f in (lambda: op.A(x), lambda: op.A_adjoint(y), lambda: op.A_adjoint_A(x))]
+        floor_name, fl = _floor(name, op, device)
+        row = {
+            "operator": name + ("" if "padding" not in kw else f" ({kw['padding']})"),
+            "x_shape": "x".join(map(str, op.x_shape)),
+            "A ms": 1e3 * ours[0], "A^T ms": 1e3 * ours[1], "A^TA ms": 1e3 * ours[2],
+            "floor": floor_name,
+        }
+        if fl is not None:
+            fl_t = [_time(f, t_min) for f in fl]
+            row.update({"floor A ms": 1e3 * fl_t[0], "floor A^T ms": 1e3 * fl_t[1], "floor A^TA ms": 1e3 * fl_t[2],
+                        "ratio A": ours[0] / fl_t[0], "ratio A^T": ours[1] / fl_t[1], "ratio A^TA": ours[2] / fl_t[2]})
+        same = _deepinv_same(name, op, device) if "padding" not in kw else None
+        if same is not None:
+            t = _time(same, t_min)
+            row.update({"deepinv A^TA ms": 1e3 * t, "A^TA vs deepinv": ours[2] / t})
+        rows.append(row)
+    return rows
