@@ -323,8 +323,11 @@ class SMCEnsemble(_SMCBase):
         + \mu_{\sigma_i}(x),
 
     weights added before resampling and moving (a fully adapted auxiliary particle filter).
-    ``split="explicit"`` runs the paper's Euler scheme (module docstring) with ``c = 0`` for any
-    operator and likelihood.
+    ``split="explicit"`` runs the paper's Euler scheme (module docstring) for any operator and
+    likelihood, on :math:`\mu_\sigma = \beta_\sigma \mu_y` with the scalar annealing
+    :math:`\beta_\sigma = \sigma_y^2 / (\sigma_y^2 + c^2 \sigma^2 \|A\|^2)` (``c = 0``: the paper's
+    :math:`\mu_y`, stable only for :math:`\tau \|A\|^2 / \sigma_y^2 \ll 1`), plus the weight
+    :math:`e^{-(\beta_{i+1} - \beta_i)\mu_y(x')}` of each change of temperature.
 
     :param prior: denoiser ``D(x, sigma)``.
     :param steps: noise levels (denoiser calls per particle): Karras levels from ``sigma_max``
@@ -337,7 +340,7 @@ class SMCEnsemble(_SMCBase):
         resampled copies separate).
     :param resampling: ``"systematic"`` (default) or ``"multinomial"``.
     :param ess_threshold: resample when ``ESS < ess_threshold * n_samples``.
-    :param inflation: ``c`` above (``split="exact"`` only).
+    :param inflation: ``c`` above.
     :param split: ``"exact"`` (linear operator, Gaussian noise), ``"explicit"`` (any operator) or
         ``"auto"`` (exact when possible).
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
@@ -396,6 +399,18 @@ class SMCEnsemble(_SMCBase):
             (hz,) = torch.autograd.grad(_rowdot(g, z).sum(), x_in)
         return g.detach(), _rowdot(z, hz).detach()
 
+    def _annealing(self, problem: Problem, sigmas: list[float]) -> list[Tensor]:
+        """Explicit split: likelihood temperatures ``beta_i = v / (v + c^2 sigma_i^2 L)`` per row (``L = ||A||^2``)."""
+        if self.inflation == 0:
+            return [torch.ones(problem.n, dtype=problem.dtype, device=problem.device)] * len(sigmas)
+        v = problem.sigma_y.flatten() ** 2 if problem.likelihood == "gaussian" else \
+            (problem.gain * torch.maximum(problem.y, problem.gain)).flatten(1).mean(1)
+        L = 1.0
+        if hasattr(problem.physics, "compute_norm") and hasattr(problem.physics, "A_adjoint"):
+            x0 = randn((1, *problem.x_shape), torch.Generator(device="cpu").manual_seed(0), problem.device, problem.dtype)
+            L = float(problem.physics.compute_norm(x0, verbose=False, tol=1e-4))
+        return [v / (v + self.inflation**2 * s**2 * L) for s in sigmas]
+
     def _sample(self, problem: Problem, generator: torch.Generator | None, record: Recorder) -> PosteriorSamples:
         sigmas = self.sigmas.tolist()
         D = self.denoiser
@@ -403,15 +418,16 @@ class SMCEnsemble(_SMCBase):
         lin_gauss = hasattr(problem.physics, "A_adjoint") and problem.likelihood == "gaussian"
         trace: dict = {"ess": [], "resampled": [], "split": "exact" if prod is not None else "explicit"}
         n, shape, dt, dev = problem.n, problem.x_shape, problem.dtype, problem.device
-        c2 = self.inflation**2 if prod is not None else 0.0
+        c2 = self.inflation**2
         log_w = torch.zeros(n, dtype=dt, device=dev)
 
         # Stage I: x ~ N(0, sigma_max^2 I) exp(-mu_{sigma_max}(x))
         if prod is not None:
             x = self._bridge(prod, problem.zeros(), sigmas[0] ** 2, c2 * sigmas[0] ** 2, generator)
-        else:  # explicit: prior draws weighted by the likelihood
+        else:  # explicit: prior draws weighted by the (annealed) likelihood
+            beta = self._annealing(problem, sigmas)
             x = sigmas[0] * randn((n, *shape), generator, dev, dt)
-            log_w = -problem.nll(x).detach()
+            log_w = -beta[0] * problem.nll(x).detach()
         record(0, x)
 
         # Stage II
@@ -428,13 +444,18 @@ class SMCEnsemble(_SMCBase):
                 log_w, m = self._maybe_resample(problem, log_w, i, trace, generator, m)
                 x_new = self._bridge(prod, m, tau, c2 * sigma_next**2, generator)
             else:
+                # the paper's Euler scheme for mu_i = beta_i * nll
                 g, lap = self._explicit_terms(problem, x, lin_gauss, generator)
+                g, lap = beta[i].reshape(-1, *([1] * len(shape))) * g, beta[i] * lap
                 log_w = log_w + 0.5 * tau * (_rowdot(g, g) - lap) - _rowdot(m - x, g)
                 log_w = self._check_log_w(log_w, i, trace)
                 log_w, m, g = self._maybe_resample(problem, log_w, i, trace, generator, m, g)
                 x_new = m - tau * g
                 if tau > 0:
                     x_new = x_new + math.sqrt(tau) * randn(m.shape, generator, dev, dt)
+                if self.inflation > 0:  # annealing: q_{i+1} / q_i at the new particle
+                    x_new = self.check(x_new, i, fallback=m, trace=trace)
+                    log_w = log_w - (beta[i + 1] - beta[i]) * problem.nll(x_new).detach()
             x = self.check(x_new, i, fallback=m, trace=trace)
             record(i + 1, x, last=i == self.steps - 1)
         return self._finish(problem, x, log_w, trace)
