@@ -90,9 +90,12 @@ def dps_guidance(denoiser, x: Tensor, sigma: float, problem: Problem, guidance: 
         x0_hat = denoiser(x_in, sigma)
         if clip_x0 is not None:
             x0_hat = x0_hat.clamp(*clip_x0)
-        r = problem.whitened_residual(x0_hat)
-        if guidance == "norm":  # the paper's norm: ||y - A x0|| (Gaussian), ||.||_Lambda (Poisson)
-            r = r * (problem.sigma_y if problem.likelihood == "gaussian" else 0.5**0.5)
+        if guidance == "norm" and problem.likelihood == "gaussian":  # the paper's ||y - A x0||
+            r = problem.y - problem.physics.A(x0_hat)
+        elif guidance == "norm":  # ||y - A x0||_Lambda, Lambda = 1 / (2 y) in photon counts
+            r = problem.whitened_residual(x0_hat) * 0.5**0.5
+        else:
+            r = problem.whitened_residual(x0_hat)
         sq = r.pow(2).flatten(1).sum(1)
         if guidance == "norm":
             loss = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().sum()
@@ -192,9 +195,9 @@ class DPS(Sampler):
             # 3. guidance step
             x_next = x_prime - self.zeta_i(sigma, float(sigmas[i + 1])) * grad
             x = self.check(x_next, i, fallback=x_prime, trace=trace)
-            trace["residual_norm"].append(problem.fold(rnorm).cpu())
+            trace["residual_norm"].append(rnorm)  # stays on the device: no sync per step
             record(i + 1, x, last=i == len(sigmas) - 2)
-        trace["residual_norm"] = torch.stack(trace["residual_norm"])
+        trace["residual_norm"] = problem.fold(torch.stack(trace["residual_norm"], 1)).movedim(2, 0).cpu()
         return PosteriorSamples(problem.fold(x.detach()), None, nfe=D.nfe, trace=trace)
 
 

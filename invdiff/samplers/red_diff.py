@@ -206,8 +206,8 @@ class REDDiff(Sampler):
             opt.zero_grad(set_to_none=True)
             mu.grad = grad
             opt.step()
-            trace["loss_data"].append(problem.fold(nll).cpu())
+            trace["loss_data"].append(nll)  # stays on the device: no sync per step
             record(i + 1, mu, last=i == len(sigmas) - 1)
-        trace["loss_data"] = torch.stack(trace["loss_data"])
+        trace["loss_data"] = problem.fold(torch.stack(trace["loss_data"], 1)).movedim(2, 0).cpu()
         mu_out = self.check(mu.detach(), len(sigmas) - 1, what="mu")
         return PosteriorSamples(problem.fold(mu_out), None, nfe=self.denoiser.nfe * K, trace=trace)
