@@ -125,11 +125,20 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
 
     def _conv(self, z: torch.Tensor, adjoint: bool) -> torch.Tensor:
         kh = self._khat(z)
-        return torch.fft.irfft2(torch.fft.rfft2(z) * (kh.conj() if adjoint else kh), s=self.fft_shape)
+        return torch.fft.irfft2(torch.fft.rfft2(z).mul_(kh.conj() if adjoint else kh), s=self.fft_shape)
+
+    def update_parameters(self, filter=None, **kwargs):
+        """deepinv's parameter update; the kernel is folded into its transfer function at
+        construction, so changing it raises (build a new operator instead)."""
+        if filter is not None:
+            raise NotImplementedError("Blur2D: the kernel is fixed at construction; build a new operator")
+        super().update_parameters(**kwargs)
 
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`y = C(k * P x)`."""
         self.check_x(x)
+        if kwargs.get("filter") is not None:
+            self.update_parameters(filter=kwargs["filter"])
         z = F.pad(x, self._pad4, mode="reflect") if self._pad4 else x
         z = self._conv(z, adjoint=False)
         if self._crop:
@@ -140,6 +149,8 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
     def A_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`A^\top y = P^\top (\tilde k \star C^\top y)` (correlation with the kernel)."""
         self.check_y(y)
+        if kwargs.get("filter") is not None:
+            self.update_parameters(filter=kwargs["filter"])
         if self._crop:
             a, b, c, d = self._crop
             Hp, Wp = self.fft_shape

@@ -82,6 +82,19 @@ class _ComplexConstants:
             cache[key] = c
         return c
 
+    def update_parameters(self, mask=None, coil_maps=None, **kwargs):
+        """deepinv's parameter update; the mask and coil maps are folded into precomputed
+        buffers at construction, so changing them raises (build a new operator instead)."""
+        if mask is not None or coil_maps is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__}: mask and coil_maps are fixed at construction; build a new operator"
+            )
+        super().update_parameters(**kwargs)
+
+    def _no_update(self, kwargs: dict) -> None:
+        if kwargs.get("mask") is not None or kwargs.get("coil_maps") is not None:
+            self.update_parameters(mask=kwargs.get("mask"), coil_maps=kwargs.get("coil_maps"))
+
 
 def _check_mask(mask: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
     if not isinstance(mask, torch.Tensor):
@@ -163,6 +176,7 @@ class SingleCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMRI):
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`y = M \mathcal F_c x`, shape ``(B, 2, H, W)``."""
         self.check_x(x)
+        self._no_update(kwargs)
         z = _to_complex(x)
         if self.c_in is not None:
             z.mul_(self._c("c_in", x))
@@ -172,6 +186,7 @@ class SingleCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMRI):
     def A_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`x = \mathcal F_c^H M y` (zero-filled inverse FFT)."""
         self.check_y(y)
+        self._no_update(kwargs)
         z = centred_fft2(_to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
         if self.c_in is not None:
             z.mul_(self._c("c_in", y))
@@ -233,12 +248,14 @@ class MultiCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMultiCoilMRI):
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`y_c = M \mathcal F_c (S_c x)`, shape ``(B, 2, n_coils, H, W)``."""
         self.check_x(x)
+        self._no_update(kwargs)
         z = self._c("maps_in", x) * _to_complex(x)[:, None]
         return _to_real(centred_fft2(z, self.c_in).mul_(self._c("mask_out", x)))
 
     def A_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`A^\top y = \sum_c \bar S_c \odot \mathcal F_c^H (M y_c)`, shape ``(B, 2, H, W)``."""
         self.check_y(y)
+        self._no_update(kwargs)
         z = centred_fft2(_to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
         return _to_real((self._c("maps_conj", y) * z).sum(1))
 

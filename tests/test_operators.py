@@ -399,3 +399,12 @@ def test_matrix_properties(m, n, batch, seed):
     y = op.A(x)
     # Moore-Penrose: A A^+ A = A on the data
     assert torch.allclose(op.A(op.A_dagger(y)), y, atol=1e-8)
+
+
+def test_folded_parameters_cannot_be_changed_silently():
+    mri = operators.make("mri-4x", size=8)
+    with pytest.raises(NotImplementedError):
+        mri.A(torch.zeros(1, 2, 8, 8), mask=torch.ones(8, 8))
+    blur = operators.make("blur-uniform", size=8, kernel_size=3)
+    with pytest.raises(NotImplementedError):
+        blur.A(torch.zeros(1, 1, 8, 8), filter=torch.ones(1, 1, 3, 3))
