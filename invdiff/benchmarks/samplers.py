@@ -7,11 +7,12 @@ Tables (``run`` returns ``{name: rows}``):
   :func:`invdiff.benchmarks.samplers_gmm.gmm_table` when that module is present.
 - ``dps_vs_deepinv``: invdiff :class:`~invdiff.samplers.DPS` (float32) against
   ``deepinv.sampling.DPS`` (its default float64, and float32) on the same prior, operator and
-  number of steps: wall time (minimum over repeats, interleaved), PSNR against the ground truth,
-  and the time ratio to deepinv measured in the same run. The prior is the *exact empirical
+  number of steps: process CPU time and wall time (minimum over interleaved repeats; on a shared
+  CPU the CPU time is the steadier one), PSNR against the ground truth, and the time ratios to
+  deepinv measured in the same run. The prior is the *exact empirical
   prior* of a few hundred 32 x 32 CT phantoms (a zero-covariance ``GaussianMixture``), so both
   samplers use the same, exact denoiser; the guidance weight of each is picked on a separate
-  validation image from a small grid (the two codes scale it differently). The exact posterior
+  validation pair of images from a small grid (the two codes scale it differently). The exact posterior
   mean's PSNR is the best any sampler can reach with this prior.
 - ``dps_overhead``: time beyond the denoiser: the sampler's wall time against ``steps`` times
   one forward pass plus one vector-Jacobian product of the denoiser at the same batch (the
@@ -66,14 +67,55 @@ def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((10 * torch.log10(1.0 / mse)).mean())
 
 
-def _timed(fn, repeats: int):
-    """``(min wall time, last output)`` over ``repeats`` calls."""
-    best, out = math.inf, None
+def _race(fns: dict, repeats: int) -> dict:
+    """Run every callable ``repeats`` times, interleaved (machine load hits all alike), and
+    keep the minimum wall time and the minimum process CPU time of each, with its last output.
+
+    On a shared CPU the CPU time is the steadier measure (it does not count time waiting for a
+    core); on a GPU the wall time (after synchronising) is the one that matters.
+    """
+    res = {k: {"wall": math.inf, "cpu": math.inf, "out": None} for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for k, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            out = fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            w, c = time.perf_counter() - w0, time.process_time() - c0
+            r = res[k]
+            r["wall"], r["cpu"], r["out"] = min(r["wall"], w), min(r["cpu"], c), out
+    return res
+
+
+class _Counted(torch.nn.Module):
+    """Counts calls of a denoiser (deepinv wants an ``nn.Module``)."""
+
+    def __init__(self, denoiser) -> None:
+        super().__init__()
+        self.denoiser, self.calls = denoiser, 0
+
+    def forward(self, x, sigma, *args, **kwargs):
+        self.calls += 1
+        return self.denoiser(x, sigma)
+
+
+class _Scaled(torch.nn.Module):
+    """``D(x, sigma) = x / (1 + sigma^2)``: the exact denoiser of N(0, I), nearly free to evaluate,
+    so that a sampler's time with it is its own per-step cost."""
+
+    def forward(self, x, sigma, *args, **kwargs):
+        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.ndim - 1)))
+        return x / (1 + s**2)
+
+
+def _inpainting(device):
+    import deepinv as dinv
+
+    return dinv.physics.Inpainting(
+        img_size=(1, 32, 32), mask=0.3, device=device,
+        noise_model=dinv.physics.GaussianNoise(0.05, rng=torch.Generator(device=device).manual_seed(5)),
+        rng=torch.Generator(device=device).manual_seed(1),
+    )
 
 
 def _deepinv_dps(prior, steps: int, weight: float, dtype, device, seed: int = 0):
@@ -88,16 +130,13 @@ def _deepinv_dps(prior, steps: int, weight: float, dtype, device, seed: int = 0)
 # --------------------------------------------------------------------------------------------
 def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
     """invdiff DPS (float32) vs deepinv DPS (float64 default, and float32): time and PSNR."""
-    import deepinv as dinv
-
     from invdiff.samplers import DPS
 
-    n_prior, n_test, steps, repeats = (128, 2, 100, 3) if quick else (384, 4, 500, 5)
-    prior, _, held = _phantom_prior(n_prior, 1 + n_test, 32, device)
-    val, test = held[:1], held[1:]
-    physics = dinv.physics.Inpainting(img_size=(1, 32, 32), mask=0.3, device=device,
-                                      noise_model=dinv.physics.GaussianNoise(0.05),
-                                      rng=torch.Generator(device=device).manual_seed(1))
+    n_prior, n_test, steps, repeats = (128, 4, 100, 3) if quick else (384, 8, 500, 5)
+    gmm, _, held = _phantom_prior(n_prior, 2 + n_test, 32, device)
+    prior = _Counted(gmm)
+    val, test = held[:2], held[2:]
+    physics = _inpainting(device)
     y_val, y_test = physics(val), physics(test)
 
     def ours(zeta, y):
@@ -115,35 +154,42 @@ def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
         ("deepinv", "float64"): lambda: theirs(weight, y_test, torch.float64),
         ("deepinv", "float32"): lambda: theirs(weight, y_test, torch.float32),
     }
-    times = {k: math.inf for k in runs}
-    outs = {}
-    for _ in range(repeats):  # interleaved, so that machine load affects all alike
-        for k, fn in runs.items():
-            t, outs[k] = _timed(fn, 1)
-            times[k] = min(times[k], t)
-    ref = times[("deepinv", "float64")]
+    calls = {}
+
+    def counted(k, fn):
+        def run_():
+            prior.calls = 0
+            out = fn()
+            calls[k] = prior.calls
+            return out
+        return run_
+
+    res = _race({k: counted(k, fn) for k, fn in runs.items()}, repeats)
+    ref = res[("deepinv", "float64")]
     rows = []
-    for (code, dt), t in times.items():
+    for (code, dt), r in res.items():
         rows.append({
             "sampler": f"{code} DPS", "dtype": dt, "steps": steps,
-            "denoiser_calls_per_step": 1 if code == "invdiff" else 2,
+            "denoiser_calls": calls[(code, dt)],
             "guidance_weight": zeta if code == "invdiff" else weight,
-            "wall_s": t, "time_vs_deepinv_f64": t / ref, "psnr_db": _psnr(outs[(code, dt)], test),
+            "cpu_s": r["cpu"], "cpu_vs_deepinv_f64": r["cpu"] / ref["cpu"],
+            "wall_s": r["wall"], "wall_vs_deepinv_f64": r["wall"] / ref["wall"],
+            "psnr_db": _psnr(r["out"], test),
         })
     # the best this prior allows: the exact posterior mean
     means = torch.stack([
-        (exact_weights(prior.means, physics, y_test[b:b + 1], 0.05).float()[:, None, None, None] * prior.means).sum(0)
+        (exact_weights(gmm.means, physics, y_test[b:b + 1], 0.05).float()[:, None, None, None] * gmm.means).sum(0)
         for b in range(len(test))
     ])
-    rows.append({"sampler": "exact posterior mean", "dtype": "float64", "steps": 0, "denoiser_calls_per_step": 0,
-                 "guidance_weight": "", "wall_s": "", "time_vs_deepinv_f64": "", "psnr_db": _psnr(means, test)})
+    rows.append({"sampler": "exact posterior mean", "dtype": "float64", "steps": 0, "denoiser_calls": 0,
+                 "guidance_weight": "", "psnr_db": _psnr(means, test)})
     return rows
 
 
 # --------------------------------------------------------------------------------------------
 # overhead beyond denoiser calls
 # --------------------------------------------------------------------------------------------
-def _floor_time(D, x: torch.Tensor, sigma: float, steps: int, repeats: int) -> float:
+def _floor_loop(D, x: torch.Tensor, sigma: float, steps: int):
     """``steps`` x (one forward with graph + one VJP) of ``D`` at ``x``'s shape: DPS's floor."""
     s = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
 
@@ -152,11 +198,9 @@ def _floor_time(D, x: torch.Tensor, sigma: float, steps: int, repeats: int) -> f
             xi = x.detach().requires_grad_(True)
             out = D(xi, s)
             (g,) = torch.autograd.grad(out.sum(), xi)
-        if x.is_cuda:
-            torch.cuda.synchronize()
         return g
 
-    return _timed(loop, repeats)[0]
+    return loop
 
 
 def dps_overhead(quick: bool, device: str) -> list[dict]:
@@ -171,27 +215,27 @@ def dps_overhead(quick: bool, device: str) -> list[dict]:
     cnn = dinv.models.DnCNN(in_channels=1, out_channels=1, depth=8, nf=32, pretrained=None, device=device).eval()
     for p in cnn.parameters():
         p.requires_grad_(False)
-    physics = dinv.physics.Inpainting(img_size=(1, 32, 32), mask=0.3, device=device,
-                                      noise_model=dinv.physics.GaussianNoise(0.05),
-                                      rng=torch.Generator(device=device).manual_seed(1))
+    physics = _inpainting(device)
     y = physics(held)
     rows = []
-    for name, D in (("empirical GMM (exact)", gmm), ("DnCNN 8x32 (untrained)", cnn)):
-        floor = _floor_time(D, held.clone(), 1.0, steps, repeats)
-
+    denoisers = (("x / (1 + sigma^2) (no cost)", _Scaled()), ("empirical GMM (exact)", gmm),
+                 ("DnCNN 8x32 (untrained)", cnn))
+    for name, D in denoisers:
         def ours():
             return DPS(D, steps=steps, progress=False)(y, physics, generator=torch.Generator(device=device).manual_seed(0))
 
         def theirs():
             return _deepinv_dps(D, steps, 1.0, torch.float32, device)(y, physics, seed=0)
 
-        t_ours, t_theirs = math.inf, math.inf
-        for _ in range(repeats):
-            t_ours = min(t_ours, _timed(ours, 1)[0])
-            t_theirs = min(t_theirs, _timed(theirs, 1)[0])
-        for code, t in (("invdiff DPS float32", t_ours), ("deepinv DPS float32", t_theirs)):
-            rows.append({"denoiser": name, "sampler": code, "steps": steps, "batch": batch, "wall_s": t,
-                         "floor_s (fwd+VJP per step)": floor, "overhead_vs_floor": t / floor - 1})
+        res = _race({"floor": _floor_loop(D, held.clone(), 1.0, steps), "invdiff DPS float32": ours,
+                     "deepinv DPS float32": theirs}, repeats)
+        floor = res.pop("floor")
+        for code, r in res.items():
+            rows.append({"denoiser": name, "sampler": code, "steps": steps, "batch": batch,
+                         "cpu_ms_per_step": 1e3 * r["cpu"] / steps, "floor_cpu_ms_per_step": 1e3 * floor["cpu"] / steps,
+                         "overhead_vs_floor_cpu": r["cpu"] / floor["cpu"] - 1,
+                         "wall_ms_per_step": 1e3 * r["wall"] / steps,
+                         "overhead_vs_floor_wall": r["wall"] / floor["wall"] - 1})
     return rows
 
 
