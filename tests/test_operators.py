@@ -408,3 +408,13 @@ def test_folded_parameters_cannot_be_changed_silently():
     blur = operators.make("blur-uniform", size=8, kernel_size=3)
     with pytest.raises(NotImplementedError):
         blur.A(torch.zeros(1, 1, 8, 8), filter=torch.ones(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("module", ["matrix", "ct", "mri", "masks", "blur", "volume", "noise"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"invdiff.operators.{module}")
+    res = doctest.testmod(mod, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0
