@@ -151,8 +151,6 @@ class DPS(Sampler):
             raise ValueError(f"guidance: expected 'norm' or 'squared', got {guidance!r}")
         if step_scaling not in ("vp", "ve"):
             raise ValueError(f"step_scaling: expected 'vp' or 've', got {step_scaling!r}")
-        if step_scaling not in ("vp", "ve"):
-            raise ValueError(f"step_scaling: expected 'vp' or 've', got {step_scaling!r}")
         if clip_x0 is not None and not (len(clip_x0) == 2 and clip_x0[0] < clip_x0[1]):
             raise ValueError(f"clip_x0: expected (low, high) with low < high, got {clip_x0!r}")
         self.steps, self.zeta, self.guidance, self.method = steps, float(zeta), guidance, method
@@ -184,19 +182,20 @@ class DPS(Sampler):
             with torch.no_grad():
                 return D(x, sigma)
 
-        x = sigmas[0] * randn((problem.n, *problem.x_shape), generator, problem.device, problem.dtype)
+        sig = sigmas.tolist()  # python floats: no device sync inside the loop
+        x = sig[0] * randn((problem.n, *problem.x_shape), generator, problem.device, problem.dtype)
         record(0, x)
-        for i in progress_bar(range(len(sigmas) - 1), self.progress, desc="DPS"):
-            sigma = float(sigmas[i])
+        for i in progress_bar(range(len(sig) - 1), self.progress, desc="DPS"):
+            sigma = sig[i]
             # 1. Tweedie estimate and the gradient of the residual through the denoiser
             x0_hat, grad, rnorm = dps_guidance(D, x, sigma, problem, self.guidance, self.clip_x0)
             # 2. unconditional step sigma_i -> sigma_{i+1}
             x_prime = solver.step(i, x, x0_hat, denoise=denoise, generator=generator)
             # 3. guidance step
-            x_next = x_prime - self.zeta_i(sigma, float(sigmas[i + 1])) * grad
+            x_next = x_prime - self.zeta_i(sigma, sig[i + 1]) * grad
             x = self.check(x_next, i, fallback=x_prime, trace=trace)
             trace["residual_norm"].append(rnorm)  # stays on the device: no sync per step
-            record(i + 1, x, last=i == len(sigmas) - 2)
+            record(i + 1, x, last=i == len(sig) - 2)
         trace["residual_norm"] = problem.fold(torch.stack(trace["residual_norm"], 1)).movedim(2, 0).cpu()
         return PosteriorSamples(problem.fold(x.detach()), None, nfe=D.nfe, trace=trace)
 

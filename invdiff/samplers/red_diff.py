@@ -188,8 +188,7 @@ class REDDiff(Sampler):
         opt = torch.optim.Adam([mu], lr=self.lr, betas=self.betas)
         trace: dict = {"loss_data": [], "lam": lam.flatten().cpu()}
         record(0, mu)
-        for i in progress_bar(range(len(sigmas)), self.progress, desc="RED-Diff"):
-            sigma = float(sigmas[i])
+        for i, sigma in enumerate(progress_bar(sigmas.tolist(), self.progress, desc="RED-Diff")):
             w = WEIGHTINGS[self.weighting](sigma)
             # 1. diffuse the mean: x = mu + sigma * eps (K draws per row, one batched call)
             eps = randn((K * n, *problem.x_shape), generator, problem.device, problem.dtype)
