@@ -418,3 +418,15 @@ def test_docstring_examples(module):
     mod = importlib.import_module(f"invdiff.operators.{module}")
     res = doctest.testmod(mod, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_ct_poisson_noise_statistics():
+    # y = g Poisson(Ax / g): per draw, S = sum(y - Ax) has mean 0 and variance g * sum(Ax)
+    g, n = 0.01, 400
+    op = operators.make("ct-sparse-view", size=16, views=8, gain=g, generator=torch.Generator().manual_seed(0))
+    x = smooth_image((1, 16, 16)).float()
+    Ax = op.A(x)
+    S = (op(x.expand(n, -1, -1, -1)) - Ax).sum(dim=(1, 2, 3)).double()
+    v = g * float(Ax.sum())
+    assert abs(float(S.mean())) < 5 * (v / n) ** 0.5  # z-score of the mean, 5 sd
+    assert abs(float(S.var()) / v - 1) < 5 * (2 / n) ** 0.5  # relative sd of a variance: sqrt(2/n)
