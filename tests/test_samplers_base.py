@@ -155,3 +155,18 @@ def test_counting_denoiser_and_base_contract():
     out = Identity(lambda x, s: x).sample(y, Matrix(torch.eye(3), sigma=0.1), n_samples=4, record_every=1)
     assert out.samples.shape == (4, 2, 3) and out.trace["trajectory"].shape == (1, 4, 2, 3)
     torch.testing.assert_close(Identity(lambda x, s: x)(y, Matrix(torch.eye(3), sigma=0.1)), y)
+
+
+def test_benchmark_exact_weights_match_gmm_posterior():
+    """The image benchmark's exact posterior weights over an empirical prior agree with the
+    closed-form GaussianMixture posterior (an independent implementation: Kalman update)."""
+    from invdiff.benchmarks.samplers import exact_weights
+    from invdiff.diffusion.gmm import GaussianMixture
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    A = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(1, 2, generator=g, dtype=torch.float64)
+    prior = GaussianMixture(torch.full((12,), 1 / 12, dtype=torch.float64), images, 0.0)
+    post = prior.posterior(A, y[0], 0.7)
+    torch.testing.assert_close(exact_weights(images, Matrix(A), y, 0.7), post.weights)
