@@ -155,6 +155,8 @@ def test_counting_denoiser_and_base_contract():
     out = Identity(lambda x, s: x).sample(y, Matrix(torch.eye(3), sigma=0.1), n_samples=4, record_every=1)
     assert out.samples.shape == (4, 2, 3) and out.trace["trajectory"].shape == (1, 4, 2, 3)
     torch.testing.assert_close(Identity(lambda x, s: x)(y, Matrix(torch.eye(3), sigma=0.1)), y)
+    with pytest.raises(TypeError, match="generator"):
+        Identity(lambda x, s: x).sample(y, Matrix(torch.eye(3), sigma=0.1), generator=0)
 
 
 def test_benchmark_exact_weights_match_gmm_posterior():

@@ -466,6 +466,8 @@ class Sampler:
         :param x_shape: signal shape (no batch axis) when the physics cannot tell it.
         :returns: :class:`PosteriorSamples` with ``samples`` of shape ``(n_samples, B, *x_shape)``.
         """
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         problem = make_problem(y, physics, n_samples, sigma_y=sigma_y, likelihood=likelihood,
                                x_shape=x_shape, prior=self.prior)
         record = Recorder(record_every, problem)
