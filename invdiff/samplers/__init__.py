@@ -22,9 +22,9 @@ except ModuleNotFoundError as e:  # pragma: no cover - only while the module is 
     if e.name is None or not e.name.startswith("invdiff.samplers."):
         raise
 try:
-    from invdiff.samplers.smc import SMCEnsemble  # noqa: F401
+    from invdiff.samplers.smc import SMCEnsemble, TwistedSMC  # noqa: F401
 
-    __all__.append("SMCEnsemble")
+    __all__ += ["SMCEnsemble", "TwistedSMC"]
 except ModuleNotFoundError as e:  # pragma: no cover - only while the module is not written yet
     if e.name is None or not e.name.startswith("invdiff.samplers."):
         raise

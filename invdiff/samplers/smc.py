@@ -29,23 +29,28 @@ Here the prior dynamics are the DDIM/ancestral kernel
 :math:`p(x' \\mid x) = \\mathcal N(m(x), \\tau I)` of :func:`invdiff.diffusion.solvers.ancestral_sigmas`
 (``eta = 1``: DDPM, :math:`v = g`; smaller ``eta`` moves towards the ODE, :math:`v \\to 0`).
 
-*The stiff 1/sigma_y^2 term is split exactly* (``split="exact"``, the default for a linear
-operator with Gaussian noise): each step samples the product of the prior kernel and the
-likelihood, which is Gaussian, and weights by its normaliser,
+*The stiff 1/sigma_y^2 term is annealed and split exactly* (``split="exact"``, the default for
+a linear operator with Gaussian noise). Annealed: the likelihood of the noisy particle is taken
+with the noise a flat prior would add, :math:`\mu_\sigma(x) = -\log \mathcal N(y; A x, \sigma_y^2 I
++ c^2 \sigma^2 A A^\top)` (``inflation = c``, default 1; ``c = 0`` is the paper's :math:`\mu_y` at
+every level); in VE variables the paper's targets make the weights carry the likelihood through
+:math:`\sigma_{max}^2/\sigma_y^2` units of time and the ensemble collapses onto few ancestors.
+Split exactly: each step samples the product of the prior kernel and this likelihood, which is
+Gaussian, and weights by its normaliser (``c = 0`` shown):
 
 .. math::
-    x' \\sim \\mathcal N(m, \\tau I)\\, e^{-\\mu_y(x')}, \\qquad
-    \\log w \\mathrel{+}= \\log \\mathcal N\\big(y;\\, A m,\\, \\sigma_y^2 I + \\tau A A^\\top\\big) + \\mu_y(x).
+    x' \sim \mathcal N(m, \tau I)\, e^{-\mu_y(x')}, \qquad
+    \log w \mathrel{+}= \log \mathcal N\big(y;\, A m,\, \sigma_y^2 I + \tau A A^\top\big) + \mu_y(x).
 
 This is a fully adapted (auxiliary) particle filter for the path measure whose time marginals
-are :math:`q_\\sigma`: no approximation beyond the prior's discretisation, stable for any
-:math:`\\sigma_y` and step size, and to first order in :math:`\\tau` it is exactly the drift
-:math:`-v^2 \\nabla\\mu_y` and the weight rate above (the Laplacian of a linear-Gaussian
-:math:`\\mu_y` is the constant :math:`\\|A\\|_F^2/\\sigma_y^2`, which cancels on normalisation).
-Dense operators (``physics.matrix``) use the SVD; other ``LinearPhysics`` use two calls of
-``physics.prox_l2`` (the mean, and perturb-and-MAP for the noise). ``split="explicit"`` is the
-paper's Euler scheme above, with a Hutchinson estimate of :math:`\\Delta\\mu_y` for nonlinear
-operators or Poisson noise; it needs steps :math:`\\tau \\|A\\|^2 / \\sigma_y^2 \\ll 1`.
+are :math:`q_\sigma`: no approximation beyond the prior's discretisation, stable for any
+:math:`\sigma_y` and step size, and to first order in :math:`\tau` it is exactly the drift
+:math:`-v^2 \nabla\mu_y` and the weight rate above (the Laplacian of a linear-Gaussian
+:math:`\mu_y` is the constant :math:`\|A\|_F^2/\sigma_y^2`, which cancels on normalisation).
+Dense operators (``physics.matrix``) use the SVD; other ``LinearPhysics`` use ``physics.prox_l2``
+(the mean, and perturb-and-MAP for the noise). ``split="explicit"`` is the paper's Euler scheme
+above for any operator, with a Hutchinson estimate of :math:`\Delta\mu_y` for nonlinear
+operators or Poisson noise, and a scalar annealing of the likelihood (see :class:`SMCEnsemble`).
 
 Twisted SMC (:class:`TwistedSMC`, Wu et al. 2023, TDS): particles move by the guided kernel
 :math:`\\mathcal N(m + \\tau \\nabla \\log \\tilde p_\\sigma, \\tau I)` with the twisting function
