@@ -10,12 +10,12 @@ Three tables, all measured in the same run:
 ``solvers_mixture``
     A 25-component mixture (means ``(8i, 8j)`` tiled over the dimension, unit covariances,
     random weights) in d = 8 and d = 80: RMSE of the end point against a fine reference (Heun,
-    1000 steps, same starting noise) for the deterministic methods, and for every method the
-    sliced Wasserstein distance to exact samples next to the exact-vs-exact distance at the
+    500 steps, 200 with ``--quick``; same starting noise) for the deterministic methods, and for
+    every method the sliced Wasserstein distance to exact samples next to the exact-vs-exact distance at the
     same sample size (starting noise drawn from the exact noisy marginal at sigma_max).
 ``solvers_overhead``
     Wall time per step of each solver beyond the denoiser call (``sample`` with a denoiser that
-    returns a cached tensor), as a ratio to one call of a network-sized denoiser (a 5-layer,
+    returns a cached tensor; best of several runs), as a ratio to one call of a network-sized denoiser (a 5-layer,
     64-channel conv net on 8 x 3 x 64 x 64 images), timed separately in the same run; deepinv's
     solvers on the same footing. Target: overhead < 5% of the denoiser time.
 """
@@ -56,7 +56,7 @@ def _sync(device: str) -> None:
 
 
 # -- deepinv's solvers on the same ODE --------------------------------------------------------
-def _deepinv_solve(denoiser, x: torch.Tensor, sigmas: torch.Tensor, kind: str) -> torch.Tensor:
+def deepinv_solve(denoiser, x: torch.Tensor, sigmas: torch.Tensor, kind: str) -> torch.Tensor:
     """deepinv 0.5's EDM ODE with sigma(t) = t, s(t) = 1 (alpha = 0), solved by its own solvers.
     deepinv evaluates the denoiser in float32 (its documented behaviour), so its errors floor near 1e-7."""
     from deepinv.sampling import DDIMSolver, EDMDiffusionSDE, EulerSolver, HeunSolver
@@ -76,7 +76,7 @@ def _deepinv_solve(denoiser, x: torch.Tensor, sigmas: torch.Tensor, kind: str) -
     return solver.sample(sde, x, timesteps=sigmas).sample
 
 
-class _DiagGaussian(torch.nn.Module):
+class DiagGaussian(torch.nn.Module):
     """Exact denoiser of N(mu, diag(s2)), with a float32-cast-tolerant signature (deepinv casts x)."""
 
     def __init__(self, mu: torch.Tensor, s2: torch.Tensor) -> None:
@@ -94,7 +94,7 @@ def gaussian_table(steps: list[int], device: str, n: int = 256, d: int = 8) -> l
     dt = torch.float64
     mu = torch.randn(d, generator=g, dtype=dt).to(device)
     s2 = torch.logspace(-2, 1, d, dtype=dt).to(device)  # variances 0.01 .. 10
-    D = _DiagGaussian(mu, s2)
+    D = DiagGaussian(mu, s2)
     x = (mu + SIGMA_MAX * torch.randn(n, d, generator=g, dtype=dt).to(device)).contiguous()
     exact = mu + torch.sqrt((s2 + SIGMA_MIN**2) / (s2 + SIGMA_MAX**2)) * (x - mu)
     scale = (exact - mu).pow(2).mean().sqrt().item()
@@ -109,7 +109,7 @@ def gaussian_table(steps: list[int], device: str, n: int = 256, d: int = 8) -> l
             rows.append({"library": "invdiff", "method": _label(method, opts), "steps": N, "nfe": out.nfe, "rel_rmse": err / scale})
         for kind in ("euler", "heun", "ddim"):
             try:
-                xd = _deepinv_solve(D, x, sigmas, kind)
+                xd = deepinv_solve(D, x, sigmas, kind)
                 err = (xd - exact).pow(2).mean().sqrt().item() / scale
             except Exception as e:  # an API change in deepinv must not kill the benchmark
                 err = float("nan")
@@ -186,16 +186,16 @@ class _Cached(torch.nn.Module):
         return self.out
 
 
-def _median_time(fn, device: str, repeats: int) -> float:
-    times = []
+def _best_time(fn, device: str, repeats: int) -> float:
+    """Best of ``repeats`` wall times (timeit's estimator: least disturbed by other load)."""
+    best = math.inf
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def overhead_table(n_steps: int, repeats: int, device: str) -> list[dict]:
@@ -206,14 +206,14 @@ def overhead_table(n_steps: int, repeats: int, device: str) -> list[dict]:
     with torch.no_grad():
         for _ in range(2):
             den(x, sig)  # warm-up
-        t_den = _median_time(lambda: den(x, sig), device, max(repeats, 5))
+        t_den = _best_time(lambda: den(x, sig), device, max(repeats, 5))
         cached = _Cached(den(x, sig))
     sigmas = karras_sigmas(n_steps, SIGMA_MIN, SIGMA_MAX, append_zero=False, device=device)
     rows = []
     for method, opts in METHODS:
         s = sample(cached, x, sigmas, method, generator=torch.Generator().manual_seed(0), **opts)  # warm-up
         calls = s.nfe
-        t = _median_time(lambda: sample(cached, x, sigmas, method, generator=torch.Generator().manual_seed(0), **opts), device, repeats)
+        t = _best_time(lambda: sample(cached, x, sigmas, method, generator=torch.Generator().manual_seed(0), **opts), device, repeats)
         per_step = t / (n_steps - 1)
         rows.append({"library": "invdiff", "method": _label(method, opts), "denoiser_ms": 1e3 * t_den,
                      "overhead_ms_per_step": 1e3 * per_step, "nfe_per_step": calls / (n_steps - 1),
@@ -221,8 +221,8 @@ def overhead_table(n_steps: int, repeats: int, device: str) -> list[dict]:
     for kind in ("euler", "heun", "ddim"):
         try:
             with torch.no_grad():
-                _deepinv_solve(cached, x, sigmas, kind)
-                t = _median_time(lambda: _deepinv_solve(cached, x, sigmas, kind), device, repeats)
+                deepinv_solve(cached, x, sigmas, kind)
+                t = _best_time(lambda: deepinv_solve(cached, x, sigmas, kind), device, repeats)
         except Exception as e:
             print(f"deepinv {kind}: {type(e).__name__}: {e}")
             t = float("nan")
@@ -240,8 +240,8 @@ def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
         tables["solvers_mixture"] = mixture_table(
             steps,
             dims=[8, 80],
-            n=256 if quick else 1024,
-            ref_steps=200 if quick else 1000,
+            n=256 if quick else 512,
+            ref_steps=200 if quick else 500,
             n_proj=128 if quick else 256,
             device=device,
         )

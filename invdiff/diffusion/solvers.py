@@ -57,6 +57,7 @@ method               order    NFE / step   reference
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -158,8 +159,13 @@ class Solver:
         self._last_i = None
 
     def _begin(self, i: int, x: torch.Tensor, x0_hat: torch.Tensor, sequential: bool = False) -> tuple[float, float]:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.n_steps:
-            raise ValueError(f"i: expected an int step index in [0, {self.n_steps}), got {i!r}")
+        given = i
+        try:
+            i = operator.index(i)  # ints, numpy ints, 0-d integer tensors
+        except TypeError:
+            i = None
+        if i is None or isinstance(given, bool) or not 0 <= i < self.n_steps:
+            raise ValueError(f"i: expected an int step index in [0, {self.n_steps}), got {given!r}")
         if not isinstance(x, torch.Tensor) or not isinstance(x0_hat, torch.Tensor):
             raise TypeError("x and x0_hat: expected torch.Tensors")
         if x0_hat.shape != x.shape:
@@ -415,8 +421,10 @@ class UniPC(Solver):
     so a change made to ``x`` between steps (e.g. guidance by a posterior sampler) is kept; for
     the plain ODE this is exactly ``x^c_{i+1}``. A step to ``sigma = 0`` returns ``m_i``.
 
-    :param order: p in {1, 2, 3}; :param variant: ``"bh1"`` or ``"bh2"``;
-    :param corrector: apply UniC (default True); :param lower_order_final: as :class:`DPMSolverPP`.
+    :param order: p in {1, 2, 3} (UniP-p; with the corrector the method has order p + 1).
+    :param variant: ``"bh1"`` (``B(h) = -h``) or ``"bh2"`` (``B(h) = expm1(-h)``).
+    :param corrector: apply UniC (default True); False gives the plain UniP-p multistep method.
+    :param lower_order_final: as :class:`DPMSolverPP`.
     """
 
     name = "unipc"
