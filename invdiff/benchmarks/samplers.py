@@ -61,10 +61,21 @@ def exact_weights(images: torch.Tensor, physics, y: torch.Tensor, sigma_y: float
     return torch.softmax(-(r * r).sum(1) / (2 * sigma_y**2), dim=0)
 
 
-def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """Mean PSNR (dB, peak 1) over the batch."""
+def _psnrs(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, peak 1) of each image of the batch."""
     mse = ((x.double() - ref.double()) ** 2).flatten(1).mean(1)
-    return float((10 * torch.log10(1.0 / mse)).mean())
+    return 10 * torch.log10(1.0 / mse)
+
+
+def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Mean PSNR over the batch."""
+    return float(_psnrs(x, ref).mean())
+
+
+def _psnr_sem(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Standard error of the mean PSNR over the batch."""
+    p = _psnrs(x, ref)
+    return float(p.std() / math.sqrt(len(p))) if len(p) > 1 else float("nan")
 
 
 def _race(fns: dict, repeats: int) -> dict:
@@ -132,10 +143,10 @@ def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
     """invdiff DPS (float32) vs deepinv DPS (float64 default, and float32): time and PSNR."""
     from invdiff.samplers import DPS
 
-    n_prior, n_test, steps, repeats = (128, 4, 100, 3) if quick else (384, 8, 500, 5)
-    gmm, _, held = _phantom_prior(n_prior, 2 + n_test, 32, device)
+    n_prior, n_val, n_test, steps, repeats = (128, 4, 8, 100, 3) if quick else (384, 8, 16, 500, 5)
+    gmm, _, held = _phantom_prior(n_prior, n_val + n_test, 32, device)
     prior = _Counted(gmm)
-    val, test = held[:2], held[2:]
+    val, test = held[:n_val], held[n_val:]
     physics = _inpainting(device)
     y_val, y_test = physics(val), physics(test)
 
@@ -174,7 +185,7 @@ def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
             "guidance_weight": zeta if code == "invdiff" else weight,
             "cpu_s": r["cpu"], "cpu_vs_deepinv_f64": r["cpu"] / ref["cpu"],
             "wall_s": r["wall"], "wall_vs_deepinv_f64": r["wall"] / ref["wall"],
-            "psnr_db": _psnr(r["out"], test),
+            "psnr_db": _psnr(r["out"], test), "psnr_sem_db": _psnr_sem(r["out"], test),
         })
     # the best this prior allows: the exact posterior mean
     means = torch.stack([
@@ -310,9 +321,11 @@ def exact_posterior_images(quick: bool, device: str) -> list[dict]:
     out = DPS(prior, steps=steps, zeta=1.0, guidance="squared", step_scaling="ve", progress=False).sample(
         y, physics, n_samples=n, generator=gen())
     add("invdiff DPS squared (zeta=1)", out.samples, out.nfe)
-    dps = _deepinv_dps(prior, steps, 1.0, torch.float32, device)
-    xs = dps(y.repeat(n, 1, 1, 1), physics, seed=0).float()
-    add("deepinv DPS (weight=1)", xs[:, None], 2 * steps)
+    counted = _Counted(prior)
+    for weight in (1.0, 10.0):
+        counted.calls = 0
+        xs = _deepinv_dps(counted, steps, weight, torch.float32, device)(y.repeat(n, 1, 1, 1), physics, seed=0)
+        add(f"deepinv DPS (weight={weight:g})", xs.float()[:, None], counted.calls)
     out = REDDiff(prior, steps=steps, progress=False).sample(y, physics, n_samples=n, generator=gen())
     add("invdiff RED-Diff (point estimate)", out.samples, out.nfe)
     try:
