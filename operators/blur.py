@@ -110,8 +110,11 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
         kpad = torch.zeros(Hp, Wp, dtype=torch.float64)
         kpad[:kh, :kw] = kernel.to(torch.float64).cpu()
         kpad = torch.roll(kpad, shifts=(-ph, -pw), dims=(0, 1))
-        self.register_buffer("khat", torch.fft.rfft2(kpad).to(torch.complex64).to(device))
-        self.register_buffer("khat64", torch.fft.rfft2(kpad).to(device), persistent=False)
+        khat = torch.fft.rfft2(kpad)
+        self.register_buffer("khat", khat.to(torch.complex64).to(device))
+        self.register_buffer("khat64", khat.to(device), persistent=False)
+        self.register_buffer("khat_conj", khat.conj().resolve_conj().to(torch.complex64).to(device), persistent=False)
+        self.register_buffer("khat64_conj", khat.conj().resolve_conj().to(device), persistent=False)
         if padding == "valid":
             self._crop = (kh - 1 - ph, kh - 1 - ph + H - kh + 1, kw - 1 - pw, kw - 1 - pw + W - kw + 1)
             self.y_shape = (channels, H - kh + 1, W - kw + 1)
@@ -120,12 +123,13 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
             self.y_shape = (channels, H, W)
         self.x_shape = (channels, H, W)
 
-    def _khat(self, t: torch.Tensor) -> torch.Tensor:
-        return self.khat64 if t.dtype == torch.float64 else self.khat
+    def _khat(self, t: torch.Tensor, conj: bool = False) -> torch.Tensor:
+        if t.dtype == torch.float64:
+            return self.khat64_conj if conj else self.khat64
+        return self.khat_conj if conj else self.khat
 
     def _conv(self, z: torch.Tensor, adjoint: bool) -> torch.Tensor:
-        kh = self._khat(z)
-        return torch.fft.irfft2(torch.fft.rfft2(z).mul_(kh.conj() if adjoint else kh), s=self.fft_shape)
+        return torch.fft.irfft2(torch.fft.rfft2(z).mul_(self._khat(z, conj=adjoint)), s=self.fft_shape)
 
     def update_parameters(self, filter=None, **kwargs):
         """deepinv's parameter update; the kernel is folded into its transfer function at
@@ -178,7 +182,7 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
         if self.padding != "circular":
             return tikhonov_cg(self, y, lam, max_iter=max_iter, tol=tol)
         kh = self._khat(y)
-        return torch.fft.irfft2(torch.fft.rfft2(y) * kh.conj() / (kh.abs() ** 2 + lam), s=self.fft_shape)
+        return torch.fft.irfft2(torch.fft.rfft2(y) * self._khat(y, conj=True) / (kh.abs() ** 2 + lam), s=self.fft_shape)
 
     def baseline(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r"""Wiener deconvolution (:meth:`wiener`)."""
