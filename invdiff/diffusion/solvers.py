@@ -108,9 +108,14 @@ def _check_sigmas(sigmas) -> list[float]:
     if s.ndim != 1 or s.numel() < 2:
         raise ValueError(f"sigmas: expected a 1-D tensor with at least 2 entries, got shape {tuple(s.shape)}")
     if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
-        raise ValueError(f"sigmas: expected finite values >= 0, got {s.tolist()}")
+        bad = int((~torch.isfinite(s) | (s < 0)).nonzero()[0])
+        raise ValueError(f"sigmas: expected finite values >= 0, got sigmas[{bad}] = {s[bad].item()}")
     if not bool((s[1:] < s[:-1]).all()):
-        raise ValueError(f"sigmas: expected strictly descending values (sigma_max first), got {s.tolist()}")
+        bad = int((s[1:] >= s[:-1]).nonzero()[0])
+        raise ValueError(
+            f"sigmas: expected strictly descending values (sigma_max first), got "
+            f"sigmas[{bad}] = {s[bad].item()} <= sigmas[{bad + 1}] = {s[bad + 1].item()}"
+        )
     return s.tolist()
 
 
