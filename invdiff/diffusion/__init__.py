@@ -35,3 +35,11 @@ __all__ = [
     "make_solver",
     "sample",
 ]
+
+# Networks, EDM preconditioning, training and the shipped priors (issue 5).
+from invdiff.diffusion.networks import MLP, UNet, UNet1D, build_network  # noqa: E402
+from invdiff.diffusion.edm import EDMPrecond, edm_loss  # noqa: E402
+from invdiff.diffusion.training import TrainConfig, load_checkpoint, train  # noqa: E402
+from invdiff.diffusion.zoo import load_prior  # noqa: E402
+
+__all__ += ["MLP", "UNet", "UNet1D", "build_network", "EDMPrecond", "edm_loss", "TrainConfig", "load_checkpoint", "train", "load_prior"]
