@@ -68,6 +68,23 @@ def test_convergence_order_on_exact_gaussian_flow(method, opts, order):
     assert abs(slope - order) <= 0.3, f"{method} {opts}: fitted order {slope:.2f}, errors {errs}"
 
 
+def test_reference_code_3m_is_second_order():
+    """The 3M update of diffusers / k-diffusion (``- phi_3 D_2``, ``reference_3m=True``) drops to
+    order 2 once asymptotic (N = 40..160), where ours (``- 2 phi_3 D_2``) keeps order 3."""
+    x = _x_start()
+    exact = exact_flow(x, SIGMA_MAX, SIGMA_MIN)
+    ns = [40, 80, 160]
+    slopes = []
+    for ref in (True, False):
+        errs = []
+        for n in ns:
+            sigmas = karras_sigmas(n + 1, SIGMA_MIN, SIGMA_MAX, append_zero=False)
+            out = sample(gaussian_D, x, sigmas, "dpmpp_3m", lower_order_final=False, reference_3m=ref)
+            errs.append((out.x - exact).abs().max().item())
+        slopes.append(-np.polyfit(np.log(ns), np.log(errs), 1)[0])
+    assert slopes[0] < 2.3 and abs(slopes[1] - 3) < 0.3, slopes
+
+
 def test_default_lower_order_final_still_converges():
     """With the defaults (lower_order_final for < 15 steps) the errors still fall monotonically."""
     x = _x_start()

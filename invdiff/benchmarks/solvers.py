@@ -38,6 +38,7 @@ METHODS = [
     ("ddim", {}),
     ("dpmpp_2m", {}),
     ("dpmpp_3m", {}),
+    ("dpmpp_3m", {"reference_3m": True}),
     ("unipc", {"order": 2}),
     ("unipc", {"order": 3}),
     ("ddpm", {}),
@@ -47,6 +48,8 @@ STOCHASTIC = {"ddpm", "euler_ancestral"}
 
 
 def _label(method: str, opts: dict) -> str:
+    if opts.get("reference_3m"):
+        return f"{method} (reference code)"
     return f"{method}-{opts['order']}" if "order" in opts else method
 
 

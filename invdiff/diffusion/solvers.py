@@ -335,20 +335,24 @@ class DPMSolverPP(Solver):
         DPM-Solver code, diffusers and k-diffusion's ``dpmpp_3m_sde`` uses ``phi_3 D_2``; that
         leaves an ``O(h^3)`` local error, i.e. a second-order method (slope 2 against the exact
         Gaussian flow, where this version has slope 3: ``tests/test_solvers.py``). Results
-        therefore differ from those libraries' 3M at the ``h^3`` level.
+        therefore differ from those libraries' 3M at the ``h^3`` level; ``reference_3m=True``
+        reproduces them.
 
     :param order: 1, 2 or 3 (``dpmpp_2m``: 2, ``dpmpp_3m``: 3).
     :param lower_order_final: lower the order of the final steps when there are fewer than 15
         steps (stabilises very few steps, Lu et al. 2022b).
+    :param reference_3m: use the reference code's third-order update ``- phi_3 D_2`` (second
+        order, see the note), to reproduce the outputs of diffusers / k-diffusion.
     """
 
     name = "dpmpp"
 
-    def __init__(self, sigmas, order: int = 2, lower_order_final: bool = True) -> None:
+    def __init__(self, sigmas, order: int = 2, lower_order_final: bool = True, reference_3m: bool = False) -> None:
         super().__init__(sigmas)
         if order not in (1, 2, 3):
             raise ValueError(f"order: expected 1, 2 or 3, got {order!r}")
         self.order, self.lower_order_final = order, bool(lower_order_final)
+        self._d2_factor = 1.0 if reference_3m else 2.0
         self.name = f"dpmpp_{order}m"
         self._history: list[tuple[float, torch.Tensor]] = []  # (lambda, x0_hat), newest last
 
@@ -379,7 +383,7 @@ class DPMSolverPP(Solver):
             d2 = (d1_0 - d1_1) / (r0 + r1)
             phi_2 = phi_1 / h + 1
             phi_3 = phi_2 / h - 0.5
-            x_next = x_next + phi_2 * d1 - 2 * phi_3 * d2
+            x_next = x_next + phi_2 * d1 - (self._d2_factor * phi_3) * d2
         return x_next
 
 
