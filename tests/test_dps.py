@@ -236,6 +236,22 @@ def test_deepinv_physics_and_denoiser():
     assert out.samples.shape == (2, 1, 1, 8, 8) and torch.isfinite(out.samples).all()
 
 
+def test_poisson_likelihood_end_to_end():
+    """Poisson noise (deepinv PoissonNoise): the likelihood is picked from the physics, the draws
+    fit the counts far better than the prior does."""
+    prior = Gaussian(torch.full((3,), 2.0, dtype=F64), 1.0)
+    noise = dinv.physics.PoissonNoise(gain=0.01, rng=torch.Generator().manual_seed(0))
+    physics = Matrix(torch.eye(3, dtype=F64), noise_model=noise)
+    x_true = torch.tensor([[3.0, 1.0, 2.5]], dtype=F64)
+    y = physics(x_true)
+    # the norm is in photon counts (1/gain = 100 per unit): zeta ~ 0.3 sqrt(2 gain)
+    out = DPS(prior, steps=100, zeta=0.03, progress=False).sample(y, physics, n_samples=8,
+                                                                  generator=torch.Generator().manual_seed(0))
+    err = (out.samples[:, 0] - x_true).norm(dim=1).median()
+    prior_err = (prior.sample(500, generator=torch.Generator().manual_seed(1)) - x_true).norm(dim=1).median()
+    assert err < 0.3 * prior_err
+
+
 def test_bad_arguments():
     prior = Gaussian(torch.zeros(2), 1.0)
     with pytest.raises(ValueError, match="guidance"):
