@@ -36,6 +36,9 @@ trajectory); for data in [0, 1], halve it (the norm gradient moves :math:`x` by 
 in data units). With ``guidance="squared"`` the step is ``zeta`` times the gradient of the
 log-likelihood at :math:`\\hat x_0`, so it scales as :math:`1/\\sigma_y^2`; ``zeta`` of order
 :math:`\\sigma_y^2 / \\|A\\|^2` keeps a step of gradient descent on it stable.
+For Poisson noise of gain :math:`g` the paper's norm is in photon counts (:math:`1/g` per unit
+of :math:`y`), so its gradient is about :math:`1/\\sqrt{2g}` times larger: scale ``zeta`` by
+:math:`\\sqrt{2g}`.
 
 Samples are independent: the residual norm is taken per sample (never summed over the batch
 before the square root), and ``n_samples`` draws cost one batched denoiser call per step. Each
