@@ -433,3 +433,19 @@ def test_ct_poisson_noise_statistics():
     v = g * float(Ax.sum())
     assert abs(float(S.mean())) < 5 * (v / n) ** 0.5  # z-score of the mean, 5 sd
     assert abs(float(S.var()) / v - 1) < 5 * (2 / n) ** 0.5  # relative sd of a variance: sqrt(2/n)
+
+
+def test_poisson_disc_mask_is_less_clustered_than_bernoulli():
+    from invdiff.operators.masks import _density_2d, gaussian_mask_2d, poisson_disc_mask_2d
+
+    shape, acc = (48, 48), 8
+    p = _density_2d(shape, acc, 0.08, 0.35)
+
+    def touching_pairs(m):  # 8-neighbour pairs of samples where sampling is random (p < 1)
+        c = m * (p < 1)
+        return float((c[1:] * c[:-1]).sum() + (c[:, 1:] * c[:, :-1]).sum() + (c[1:, 1:] * c[:-1, :-1]).sum() + (c[1:, :-1] * c[:-1, 1:]).sum())
+
+    pd = poisson_disc_mask_2d(shape, acc, generator=torch.Generator().manual_seed(1))
+    gm = gaussian_mask_2d(shape, acc, generator=torch.Generator().manual_seed(1))
+    assert abs(float(pd.mean()) * acc - 1) < 0.03 and bool((pd[p >= 1] == 1).all())
+    assert touching_pairs(pd) < 0.85 * touching_pairs(gm)
