@@ -50,12 +50,15 @@ def _as_angles(angles, full_range: float) -> torch.Tensor:
 
 class _Project(torch.autograd.Function):
     """Radon projection whose backward is the exact back-projection (and vice versa), so both
-    are differentiable to any order."""
+    are differentiable to any order (also under ``torch.func.grad`` / ``vjp``)."""
 
     @staticmethod
-    def forward(ctx, x, op):
-        ctx.op = op
+    def forward(x, op):
         return op._project(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.op = inputs[1]
 
     @staticmethod
     def backward(ctx, g):
@@ -64,9 +67,12 @@ class _Project(torch.autograd.Function):
 
 class _BackProject(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y, op):
-        ctx.op = op
+    def forward(y, op):
         return op._backproject(y)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.op = inputs[1]
 
     @staticmethod
     def backward(ctx, g):

@@ -124,6 +124,11 @@ def test_invariants(name, kw):
     assert torch.autograd.gradcheck(op.A, (rand((1, *xs), 6).requires_grad_(True),), fast_mode=True)
     assert torch.autograd.gradcheck(op.A_adjoint, (rand((1, *ys), 7).requires_grad_(True),), fast_mode=True)
 
+    # torch.func: the gradient of the data fit 0.5 ||A x - y||^2 is A^T (A x - y)
+    yy = op.A(rand((1, *xs), 8))
+    g = torch.func.grad(lambda z: 0.5 * ((op.A(z) - yy) ** 2).sum())(x[:1])
+    assert torch.allclose(g, op.A_adjoint(op.A(x[:1]) - yy), atol=1e-10 * max(1.0, float(s_max) ** 2))
+
     # the baseline reconstruction reduces the data residual of x = 0
     x0 = smooth_image(xs)
     y = op.A(x0)
