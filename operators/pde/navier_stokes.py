@@ -23,7 +23,7 @@ from invdiff.operators.registry import register
 from invdiff.utils import check_positive, check_shape
 
 from .base import PDESolver
-from .spectral import ETDRK4, dealias_mask, derivative_wavenumbers, wavenumbers
+from .spectral import ETDRK4, ETDRK4Step, _last_axis_weights, dealias_mask, derivative_wavenumbers, wavenumbers
 
 
 def _pair(v, name: str) -> tuple:
@@ -97,6 +97,43 @@ def forcing_field(kind: str | torch.Tensor | None, shape: Sequence[int], lengths
     raise ValueError(f"forcing: expected 'fno', 'kolmogorov', None or a tensor of shape {tuple(shape)}, got {kind!r}")
 
 
+class _VorticityNonlinear:
+    """:math:`N(\hat\omega) = -P\,\mathrm{rfft2}(u\,\omega_x + v\,\omega_y) + \hat f` and its adjoint.
+
+    With :math:`u, v, \omega_x, \omega_y` the inverse transforms of :math:`D_j \hat\omega` for the
+    diagonal multipliers :math:`D = (i k_y/|k|^2, -i k_x/|k|^2, i k_x, i k_y)`, the adjoint is
+    :math:`\bar{\hat\omega} = \sum_j \bar D_j\, \mathrm{irfft2}^*(\bar q\, \partial q/\partial(\cdot)_j)`,
+    :math:`\bar q = \mathrm{rfft2}^*(-P \bar N)`; the four fields are kept from the forward pass.
+    """
+
+    def __init__(self, tb: dict, grid: tuple[int, int]):
+        self.tb, self.grid = tb, grid
+        mask = tb["mask"]
+        w = _last_axis_weights(grid[-1], mask.shape[-1], mask.device, tb["inv"].real.dtype)
+        n = grid[0] * grid[1]
+        self.rfft_adj = -(mask * (n / w)).to(tb["inv"].dtype)  # -P, then rfft2^* = n irfft2(. / w)
+        s = w / n  # irfft2^* = w rfft2(.) / n, folded into the conjugate multipliers
+        ikx, iky, inv = tb["ikx"].conj(), tb["iky"].conj(), tb["inv"].conj()
+        self.adj = (iky * inv * s, -ikx * inv * s, ikx * s, iky * s)
+
+    def forward(self, w):
+        tb, s = self.tb, self.grid
+        psi = w * tb["inv"]
+        u = torch.fft.irfft2(tb["iky"] * psi, s=s)
+        v = torch.fft.irfft2(-tb["ikx"] * psi, s=s)
+        wx = torch.fft.irfft2(tb["ikx"] * w, s=s)
+        wy = torch.fft.irfft2(tb["iky"] * w, s=s)
+        out = -torch.fft.rfft2(u * wx + v * wy) * tb["mask"]
+        return (out if tb["f_hat"] is None else out + tb["f_hat"]), (u, v, wx, wy)
+
+    def vjp(self, saved, Nbar):
+        u, v, wx, wy = saved
+        qbar = torch.fft.irfft2(self.rfft_adj * Nbar, s=self.grid)
+        a, b, c, d = self.adj
+        return (a * torch.fft.rfft2(qbar * wx) + b * torch.fft.rfft2(qbar * wy)
+                + c * torch.fft.rfft2(qbar * u) + d * torch.fft.rfft2(qbar * v))
+
+
 class NavierStokes2D(PDESolver):
     """2D Navier-Stokes (vorticity) on the torus: initial vorticity -> vorticity trajectory.
 
@@ -148,24 +185,16 @@ class NavierStokes2D(PDESolver):
         f_hat = None
         if self.forcing is not None:
             f_hat = torch.fft.rfft2(self.forcing.to(device=device, dtype=torch.float64)).to(cdt)
-        return dict(stepper=stepper, ikx=(1j * dkx).to(cdt), iky=(1j * dky).to(cdt), inv=inv.to(cdt),
-                    mask=dealias_mask(self.grid, device), f_hat=f_hat)
-
-    def _nonlinear(self, w, tb):
-        s = self.grid
-        psi = w * tb["inv"]
-        u = torch.fft.irfft2(tb["iky"] * psi, s=s)
-        v = torch.fft.irfft2(-tb["ikx"] * psi, s=s)
-        wx = torch.fft.irfft2(tb["ikx"] * w, s=s)
-        wy = torch.fft.irfft2(tb["iky"] * w, s=s)
-        out = -torch.fft.rfft2(u * wx + v * wy) * tb["mask"]
-        return out if tb["f_hat"] is None else out + tb["f_hat"]
+        tb = dict(stepper=stepper, ikx=(1j * dkx).to(cdt), iky=(1j * dky).to(cdt), inv=inv.to(cdt),
+                  mask=dealias_mask(self.grid, device), f_hat=f_hat)
+        tb["nonlinear"] = _VorticityNonlinear(tb, self.grid)
+        return tb
 
     def _begin(self, w0, tb):
         return torch.fft.rfft2(w0)
 
     def _step(self, w, t, tb):
-        return tb["stepper"].step(w, lambda z, s: self._nonlinear(z, tb), t)
+        return ETDRK4Step.apply(w, tb["stepper"], tb["nonlinear"])
 
     def _field(self, w, tb):
         return torch.fft.irfft2(w, s=self.grid)

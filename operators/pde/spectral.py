@@ -8,6 +8,7 @@ transformed with ``torch.fft.rfftn`` over the last ``d`` axes.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -121,6 +122,8 @@ class ETDRK4:
         target = torch.complex128 if dtype == torch.float64 else torch.complex64
         for name in ("E", "E2", "Q", "f1", "f2", "f3"):
             setattr(self, name, getattr(self, name).to(target))
+        # conjugates, used by the adjoint step (ETDRK4Step.backward)
+        self.conj = {name: getattr(self, name).conj().resolve_conj() for name in ("E", "E2", "Q", "f1", "f2", "f3")}
 
     def step(self, v: torch.Tensor, N: Callable[[torch.Tensor, float], torch.Tensor], t: float) -> torch.Tensor:
         """One step from ``t`` to ``t + h`` of the state ``v`` (Fourier coefficients)."""
@@ -133,3 +136,69 @@ class ETDRK4:
         c = self.E2 * a + self.Q * (2 * Nb - Nv)
         Nc = N(c, t + h)
         return self.E * v + self.f1 * Nv + 2 * self.f2 * (Na + Nb) + self.f3 * Nc
+
+
+@functools.lru_cache(maxsize=64)
+def _last_axis_weights(n_last: int, m: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Weights ``(m,)`` along the half-spectrum axis: 1 at the DC (and even-n Nyquist) bins, 2 elsewhere.
+
+    They give the adjoints (vector-Jacobian products, PyTorch's complex convention) of the real FFTs
+    over ``d`` axes with :math:`n = \prod_i n_i` points:
+
+    .. math::
+        \mathrm{rfftn}^*(\bar y) = n\, \mathrm{irfftn}(\bar y / w), \qquad
+        \mathrm{irfftn}^*(\bar x) = w \odot \mathrm{rfftn}(\bar x) / n,
+
+    i.e. :math:`\mathrm{rfftn}^*(\bar y)_j = \mathrm{Re} \sum_k \bar y_k e^{i k \cdot x_j}` over the stored bins.
+    """
+    w = torch.full((m,), 2.0, dtype=torch.float64)
+    w[0] = 1.0
+    if n_last % 2 == 0:
+        w[-1] = 1.0
+    return w.to(device=device, dtype=dtype)
+
+
+class ETDRK4Step(torch.autograd.Function):
+    """One :class:`ETDRK4` step as a single autograd node with its exact discrete adjoint.
+
+    ``nonlinear`` provides ``forward(v) -> (N(v), saved)`` and ``vjp(saved, Nbar) -> vbar``.
+    Backward sweeps the stages in reverse; every diagonal coefficient :math:`c` contributes
+    :math:`\\bar v \\mathrel{+}= \\bar c\\,\\bar z` (complex conjugate), so a gradient costs one
+    forward step plus four nonlinear-term adjoints, instead of autograd's ~30 recorded nodes per step.
+    The nonlinear term must not depend on time.
+    """
+
+    @staticmethod
+    def forward(ctx, v, stepper: ETDRK4, nonlinear):
+        E, E2, Q = stepper.E, stepper.E2, stepper.Q
+        Nv, sv = nonlinear.forward(v)
+        a = E2 * v + Q * Nv
+        Na, sa = nonlinear.forward(a)
+        b = E2 * v + Q * Na
+        Nb, sb = nonlinear.forward(b)
+        c = E2 * a + Q * (2 * Nb - Nv)
+        Nc, sc = nonlinear.forward(c)
+        ctx.stepper, ctx.nonlinear, ctx.saved = stepper, nonlinear, (sv, sa, sb, sc)
+        return E * v + stepper.f1 * Nv + 2 * stepper.f2 * (Na + Nb) + stepper.f3 * Nc
+
+    @staticmethod
+    def backward(ctx, ybar):
+        st, nl = ctx.stepper, ctx.nonlinear
+        sv, sa, sb, sc = ctx.saved
+        cj = st.conj
+        E, E2, Q = cj["E"], cj["E2"], cj["Q"]
+        vbar = E * ybar
+        Nvbar = cj["f1"] * ybar
+        Nabar = Nbbar = 2 * cj["f2"] * ybar
+        cbar = nl.vjp(sc, cj["f3"] * ybar)
+        abar = E2 * cbar
+        Nbbar = Nbbar + 2 * Q * cbar
+        Nvbar = Nvbar - Q * cbar
+        bbar = nl.vjp(sb, Nbbar)
+        vbar = vbar + E2 * bbar
+        Nabar = Nabar + Q * bbar
+        abar = abar + nl.vjp(sa, Nabar)
+        vbar = vbar + E2 * abar
+        Nvbar = Nvbar + Q * abar
+        vbar = vbar + nl.vjp(sv, Nvbar)
+        return vbar, None, None
