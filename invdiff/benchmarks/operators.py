@@ -13,31 +13,47 @@ measured in the same run on the same data:
 Targets: ratio <= 1.2 for MRI and blur, <= 1.0 for CT. For MRI the table also gives the ratio
 to a floor that includes the layout change that deepinv's two-real-channel convention forces
 (``torch.complex`` in, ``view_as_real`` out), and, for MRI and blur, deepinv's own operator
-(``deepinv A^TA ms``). Times are the fastest of interleaved repeated measurements.
+(``deepinv A^TA ms``). Times are minima over many short samples taken in alternation with
+the floor (robust to other processes on a shared machine).
 """
 from __future__ import annotations
 
 import torch
-import torch.utils.benchmark as tb
 
 from invdiff import operators
 
 
-def _time(fn, min_run_time: float) -> float:
-    """Seconds per call of ``fn()``: the fastest block of ``blocked_autorange`` (after a warm-up
-    call). The minimum, not the median, because the machine may be shared: other processes only
-    ever add time."""
-    fn()
-    return min(tb.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).times)
+def _sync(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
-def _times(fns, min_run_time: float, rounds: int = 3) -> list[float]:
-    """Per-call times of several callables, measured in interleaved rounds (min over rounds),
-    so that a burst of load on a shared machine hits all of them alike."""
+def _times(fns, budget: float, device="cpu") -> list[float]:
+    """Seconds per call of each callable: the minimum over many short samples taken in
+    alternation (ours, floor, ours, floor, ...). On a shared machine other processes only ever
+    add time, and alternating exposes every callable to the same bursts of load."""
+    import time
+
+    for f in fns:  # warm-up, and the number of calls per sample (~2 ms)
+        f()
+    _sync(device)
+    reps = []
+    for f in fns:
+        t0 = time.perf_counter()
+        f()
+        _sync(device)
+        reps.append(max(1, int(2e-3 / max(time.perf_counter() - t0, 1e-7))))
     best = [float("inf")] * len(fns)
-    for _ in range(rounds):
+    t_end = time.perf_counter() + budget
+    rounds = 0
+    while rounds < 5 or (time.perf_counter() < t_end and rounds < 500):
         for i, f in enumerate(fns):
-            best[i] = min(best[i], _time(f, min_run_time / rounds))
+            t0 = time.perf_counter()
+            for _ in range(reps[i]):
+                f()
+            _sync(device)
+            best[i] = min(best[i], (time.perf_counter() - t0) / reps[i])
+        rounds += 1
     return best
 
 
@@ -131,10 +147,18 @@ def _floor(name, op, device):
 
 
 def run(out_dir: str, quick: bool, device: str) -> list[dict]:
-    """Benchmark rows: one per (operator, size)."""
+    """Benchmark rows: one per (operator, size).
+
+    ``INVDIFF_BENCH_THREADS=n`` sets torch's CPU threads first (on a loaded machine, 1 thread
+    avoids the stalls of threads waiting for each other; the table header states the count).
+    """
+    import os
+
+    if os.environ.get("INVDIFF_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["INVDIFF_BENCH_THREADS"]))
     sizes = (64, 128) if quick else (128, 256)
     vol = 32 if quick else 64
-    t_min = 0.1 if quick else 0.3
+    t_min = 1.0 if quick else 3.0  # seconds of alternating samples per group
     cases = [(n, dict(size=s)) for n in ("mri-4x", "mri-multicoil-8x", "blur-gaussian", "blur-motion",
                                          "ct-sparse-view", "ct-limited-angle", "ct-fan") for s in sizes]
     cases += [("blur-gaussian", dict(size=s, padding="reflect")) for s in sizes]
@@ -146,7 +170,7 @@ def run(out_dir: str, quick: bool, device: str) -> list[dict]:
         y = op.A(x)
         floor_name, fl = _floor(name, op, device)
         fns = [lambda: op.A(x), lambda: op.A_adjoint(y), lambda: op.A_adjoint_A(x)]
-        t = _times(fns + (list(fl) if fl is not None else []), t_min)
+        t = _times(fns + (list(fl) if fl is not None else []), t_min, device)
         ours, fl_t = t[:3], t[3:]
         row = {
             "operator": name + ("" if "padding" not in kw else f" ({kw['padding']})"),
@@ -158,11 +182,11 @@ def run(out_dir: str, quick: bool, device: str) -> list[dict]:
             row.update({"floor A ms": 1e3 * fl_t[0], "floor A^T ms": 1e3 * fl_t[1], "floor A^TA ms": 1e3 * fl_t[2],
                         "ratio A": ours[0] / fl_t[0], "ratio A^T": ours[1] / fl_t[1], "ratio A^TA": ours[2] / fl_t[2]})
         if name.startswith("mri"):
-            lf = _times(list(_layout_floor(op, device)), t_min)
+            lf = _times(list(_layout_floor(op, device)), t_min, device)
             row.update({"ratio A vs fft+layout": ours[0] / lf[0], "ratio A^T vs fft+layout": ours[1] / lf[1]})
         same = _deepinv_same(name, op, device) if "padding" not in kw else None
         if same is not None:
-            td = _times([same, fns[2]], t_min)
+            td = _times([same, fns[2]], t_min, device)
             row.update({"deepinv A^TA ms": 1e3 * td[0], "A^TA vs deepinv": td[1] / td[0]})
         rows.append(row)
     return rows
