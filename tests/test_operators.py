@@ -454,3 +454,16 @@ def test_poisson_disc_mask_is_less_clustered_than_bernoulli():
     gm = gaussian_mask_2d(shape, acc, generator=torch.Generator().manual_seed(1))
     assert abs(float(pd.mean()) * acc - 1) < 0.03 and bool((pd[p >= 1] == 1).all())
     assert touching_pairs(pd) < 0.85 * touching_pairs(gm)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", NAMES)
+def test_device_follows_the_operator(name):
+    op = small(name).to("cuda")
+    u = rand((2, *op.x_shape), 0, torch.float32).cuda()
+    v = rand((2, *op.y_shape), 1, torch.float32).cuda()
+    Au = op.A(u)
+    assert Au.device.type == "cuda" and op.A_adjoint(v).device.type == "cuda"
+    err = ((Au * v).sum() - (u * op.A_adjoint(v)).sum()).abs() / (Au.norm() * v.norm())
+    assert err < 1e-5
+    assert op.baseline(Au).device.type == "cuda"
