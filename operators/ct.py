@@ -5,9 +5,10 @@ deepinv's :class:`deepinv.physics.functional.Radon`: the same bilinear ray sampl
 ``deepinv.physics.Tomography``, so the sinograms agree with deepinv's. What this module adds:
 
 - the adjoint is the exact transpose of the bilinear ray sampling, computed directly by
-  ``grid_sampler_2d_backward`` (no forward pass, no autograd graph, any batch size and dtype);
-  deepinv's default adjoint is the same transpose through ``torch.func.vjp`` at a fixed batch
-  size and float32; its ``adjoint_via_backprop=False`` path (``IRadon``) is not an exact adjoint;
+  ``grid_sampler_2d_backward`` (no forward pass, no stored autograd graph, any batch size and
+  dtype). deepinv's default adjoint is the same transpose through ``torch.func.vjp`` (exact:
+  2e-10 relative in float32 at 64^2, 18 views), rebuilt whenever the batch size changes; its
+  ``adjoint_via_backprop=False`` path (``IRadon``) is not exact (8e-5 relative);
 - float64 support (the grids follow the dtype of ``x``), shape/dtype checks on every call;
 - a filtered back-projection (``fbp`` / ``baseline``) weighted by the actual angular step, so
   sparse-view, limited-angle and full-circle (fan) scans are scaled correctly;
