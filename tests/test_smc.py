@@ -209,18 +209,18 @@ def test_deterministic_with_generator():
 
 # ----------------------------------------------------------------------------- Gaussian mixture
 def test_smc_beats_dps_on_mcgdiff_mixture():
-    """MCGdiff mixture, d_x = 8, d_y = 1: SMC (8 ensembles of 128) is much closer to the exact
-    posterior than DPS (1024 samples) at the same 100 denoiser calls per draw."""
+    """MCGdiff mixture, d_x = 8, d_y = 1: SMC (4 ensembles of 128) is much closer to the exact
+    posterior than DPS (512 samples) at the same 100 denoiser calls per draw."""
     from invdiff.samplers import DPS
     from invdiff.diffusion.schedules import karras_sigmas
 
     prob = mcgdiff_problem(8, 1, seed=0)
     smax = _sigma_max(prob["prior"])
     smc = SMCEnsemble(prob["prior"], steps=100, sigma_max=smax, progress=False)
-    xs, w, nfe_smc, _ = _run_sampler(smc, prob, 128, 1024, 1)
+    xs, w, nfe_smc, _ = _run_sampler(smc, prob, 128, 512, 1)
     s_smc = score_samples(prob["posterior"], xs, w, seed=2)
     dps = DPS(prob["prior"], sigmas=karras_sigmas(100, 0.002, smax), progress=False)
-    xd, _, nfe_dps, _ = _run_sampler(dps, prob, None, 1024, 1)
+    xd, _, nfe_dps, _ = _run_sampler(dps, prob, None, 512, 1)
     s_dps = score_samples(prob["posterior"], xd, None, seed=2)
     assert nfe_smc == nfe_dps == 100
     assert s_smc["sw"] < 2.0 * s_smc["sw_floor"]
