@@ -197,3 +197,17 @@ def test_bad_arguments():
         REDDiff(prior, sigmas=torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="n_noise"):
         REDDiff(prior, n_noise=0)
+
+
+def test_deepinv_physics_and_baseline_init():
+    """Works with a deepinv operator; init='baseline' starts from its A_dagger (masked y here)."""
+    import deepinv as dinv
+
+    physics = dinv.physics.Inpainting(img_size=(1, 6, 6), mask=0.5, noise_model=dinv.physics.GaussianNoise(0.05),
+                                      rng=torch.Generator().manual_seed(0))
+    prior = Gaussian(torch.full((1, 6, 6), 0.5), 0.1)
+    y = physics(torch.rand(1, 1, 6, 6, generator=torch.Generator().manual_seed(1)))
+    out = REDDiff(prior, steps=1, lr=1e-12, progress=False).sample(y, physics)  # one negligible step
+    torch.testing.assert_close(out.samples[0], physics.A_dagger(y), atol=1e-6, rtol=0)
+    mu = REDDiff(prior, steps=20, progress=False)(y, physics, generator=torch.Generator().manual_seed(0))
+    assert mu.shape == (1, 1, 6, 6) and torch.isfinite(mu).all()
