@@ -100,7 +100,7 @@ def sampler_rows(quick: bool, device) -> list[dict]:
         for nfe in nfes:
             methods = {}
             for name, label in (("dps", "DPS"), ("red", "RED-Diff")):
-                methods[label] = (make_sampler(name, prior, nfe, zeta=spec["dps_zeta"]), 1)
+                methods[label] = (make_sampler(name, prior, nfe, zeta=spec["dps_zeta"], lam_ref=spec["red_lam_ref"]), 1)
             methods["SMC ensemble (8)"] = (make_sampler("smc", prior, max(nfe // 8, 2)), 8)
             for label, (sampler, particles) in methods.items():
                 g = torch.Generator().manual_seed(0)

@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=4, help="posterior samples / particles (default 4)")
     p.add_argument("--steps", type=int, default=100, help="sampler steps (default 100)")
     p.add_argument("--zeta", type=float, default=1.0, help="DPS guidance step (default 1.0)")
+    p.add_argument("--lam-ref", type=float, default=0.25, help="RED-Diff weight in the reference code's units (default 0.25; the demo uses 0.05)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--progress", action="store_true")
@@ -80,7 +81,7 @@ def run(args) -> int:
         x_true = load_array(path, expected_shape=x_shape).to(device)
     if x_true is not None and not (path.suffix.lower() in (".h5", ".hdf5") and has_y):
         y = physics(x_true)
-    sampler = make_sampler(args.sampler, prior, args.steps, zeta=args.zeta, progress=args.progress)
+    sampler = make_sampler(args.sampler, prior, args.steps, zeta=args.zeta, lam_ref=args.lam_ref, progress=args.progress)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     t = time.perf_counter()
     out = sampler.sample(y, physics, n_samples=args.samples, generator=g)

@@ -84,4 +84,6 @@ def export_prior(run_dir: str | os.PathLike, name: str, command: str | None = No
         save_file(weights, str(tmp), metadata={"card": json.dumps(c)})
     with atomic_path(ASSETS / f"{name}.json") as tmp:
         tmp.write_text(json.dumps(c, indent=2) + "\n")
+    for p in (out, ASSETS / f"{name}.json"):  # package data: world-readable (mkstemp makes 0600)
+        p.chmod(0o644)
     return out
