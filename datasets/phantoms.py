@@ -261,3 +261,6 @@ def test_set(name: str, n: int = 16, size: int = 64, device=None, dtype: torch.d
     """
     g = torch.Generator().manual_seed(TEST_SEED)
     return make_generator(name, size=size)(n, generator=g, dtype=dtype).to(device)
+
+
+test_set.__test__ = False  # not a pytest test when imported into a test module
