@@ -141,3 +141,14 @@ def test_registry_observed(solver, observation):
     y = A(torch.zeros(2, *A.x_shape))
     assert y.shape[:2] == (2, 1)
     assert "pde-sensors" in operators.available()
+
+
+def test_docstring_examples():
+    import doctest
+    import importlib
+
+    for name in ("spectral", "burgers", "navier_stokes", "heat", "observations"):
+        mod = importlib.import_module(f"invdiff.operators.pde.{name}")
+        res = doctest.testmod(mod, extraglobs={"torch": torch, "math": math}, optionflags=doctest.ELLIPSIS)
+        assert res.failed == 0, f"{name}: {res.failed} doctest failures"
+        assert res.attempted > 0, name

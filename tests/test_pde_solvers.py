@@ -266,6 +266,15 @@ def test_solver_gradcheck(make):
     assert torch.autograd.gradcheck(lambda u: s(u), (u0,), eps=1e-6, atol=1e-6, fast_mode=True)
 
 
+def test_dirichlet_gradcheck_wrt_forcing_parameters():
+    # the hand-written RK4 adjoint also returns gradients of the forcing values; a batch-1 forcing
+    # broadcast over 2 samples and 2 channels checks the reduction over broadcast axes
+    s = BurgersDirichlet(n=9, nu=0.1, t_final=0.05, n_frames=3)
+    p = torch.tensor([[[1.0, 0.5, 0.2, 0.0, 0.1], [0.5, 0.2, 0.1, 0.03, 0.1]]], dtype=F64, requires_grad=True)
+    u0 = torch.randn(2, 2, 9, dtype=F64, generator=torch.Generator().manual_seed(11), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u, q: s(u, forcing=q), (u0, p), eps=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name,kw", [
     ("pde-burgers", dict(n=16, t_final=0.01, n_frames=3)),
     ("pde-burgers-dirichlet", dict(n=16, t_final=0.01, n_frames=3)),

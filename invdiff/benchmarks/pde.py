@@ -16,7 +16,6 @@ Three tables, all measured in the same run on ``device``:
 from __future__ import annotations
 
 import math
-import statistics
 import time
 
 import numpy as np
@@ -32,10 +31,14 @@ from invdiff.operators.pde import (
 )
 
 
-def _timeit(fn, device, repeats: int) -> float:
+def _timeit(fn, device, repeats: int, min_total: float = 0.2) -> float:
+    """Smallest wall time of one call over at least ``repeats`` calls and ``min_total`` seconds.
+
+    The minimum (as :mod:`timeit` recommends) is the least disturbed by other load on a shared machine.
+    """
     fn()  # warm-up (coefficient tables, allocator)
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or sum(times) < min_total:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -43,7 +46,7 @@ def _timeit(fn, device, repeats: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def _solvers(quick: bool) -> list[tuple[str, str, callable]]:
@@ -128,7 +131,7 @@ def throughput(quick: bool, device: torch.device) -> list[dict]:
         solver = make()
         u0 = _initial(solver, batch, device, torch.float32)
         with torch.no_grad():
-            t = _timeit(lambda: solver(u0), device, 1 if quick else 3)
+            t = _timeit(lambda: solver(u0), device, 2 if quick else 3)
         row = dict(solver=name, resolution=res, device=device.type, batch=batch, steps=(solver.n_frames - 1) * getattr(solver, "substeps", 1),
                    traj_per_s=batch / t)
         baseline = {BurgersDirichlet: _scipy_burgers_dirichlet, BurgersPeriodic: _scipy_burgers_periodic}.get(type(solver))
@@ -219,7 +222,7 @@ def gradient_cost(quick: bool, device: torch.device) -> list[dict]:
             u = u0.clone().requires_grad_(True)
             (solver(u) * w).sum().backward()
 
-        reps = 1 if quick else 3
+        reps = 2 if quick else 3
         t_f, t_g = _timeit(forward, device, reps), _timeit(grad, device, reps)
         rows.append(dict(solver=name, resolution=res, device=device.type, batch=batch, forward_s=t_f, forward_backward_s=t_g,
                          gradient_over_forward=t_g / t_f))
@@ -227,10 +230,24 @@ def gradient_cost(quick: bool, device: torch.device) -> list[dict]:
 
 
 def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
-    """Run the three tables (see the module docstring); ``quick`` uses smaller grids and horizons."""
+    """Run the three tables (see the module docstring); ``quick`` uses smaller grids and horizons.
+
+    On the CPU the timings use one torch thread (restored afterwards): the solvers work on small
+    tensors, where intra-op threads add synchronisation and, on a shared machine, make timings erratic.
+    """
     dev = torch.device(device)
-    return {
-        "pde_throughput": throughput(quick, dev),
-        "pde_accuracy": accuracy(quick),
-        "pde_gradient": gradient_cost(quick, dev),
-    }
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        tables = {
+            "pde_throughput": throughput(quick, dev),
+            "pde_accuracy": accuracy(quick),
+            "pde_gradient": gradient_cost(quick, dev),
+        }
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("pde_throughput", "pde_gradient"):
+        for row in tables[name]:
+            row["torch_threads"] = 1 if dev.type == "cpu" else threads
+    return tables
