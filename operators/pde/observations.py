@@ -263,8 +263,6 @@ def _make_sensors(grid: Sequence[int] = (128,), n_sensors: int = 16, positions=N
     if positions is None:
         g = torch.Generator().manual_seed(seed)
         positions = random_sensor_positions(n_sensors, length, len(grid), generator=g)
-        if not periodic:  # keep random sensors off the clamped ends of a Dirichlet grid
-            positions = positions.clamp(max=min(_as_tuple(length, len(grid), "length")))
     return PointSensors(grid, positions, length, periodic, time_axis, n_frames)
 
 
