@@ -232,13 +232,17 @@ def gradient_cost(quick: bool, device: torch.device) -> list[dict]:
 def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
     """Run the three tables (see the module docstring); ``quick`` uses smaller grids and horizons.
 
-    On the CPU the timings use one torch thread (restored afterwards): the solvers work on small
-    tensors, where intra-op threads add synchronisation and, on a shared machine, make timings erratic.
+    On the CPU the timings use ``INVDIFF_BENCH_THREADS`` torch threads (default 1; restored
+    afterwards), as ``invdiff bench operators`` does: the solvers work on small tensors, where
+    intra-op threads add synchronisation and, on a shared machine, make timings erratic.
     """
+    import os
+
     dev = torch.device(device)
     threads = torch.get_num_threads()
+    used = int(os.environ.get("INVDIFF_BENCH_THREADS", "1")) if dev.type == "cpu" else threads
     if dev.type == "cpu":
-        torch.set_num_threads(1)
+        torch.set_num_threads(used)
     try:
         tables = {
             "pde_throughput": throughput(quick, dev),
@@ -249,5 +253,5 @@ def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
         torch.set_num_threads(threads)
     for name in ("pde_throughput", "pde_gradient"):
         for row in tables[name]:
-            row["torch_threads"] = 1 if dev.type == "cpu" else threads
+            row["torch_threads"] = used
     return tables
