@@ -55,3 +55,14 @@ def test_expand_sigma_and_score_of_a_gaussian_denoiser():
     # N(0, I) data: D(x, sigma) = x / (1 + sigma^2), score = -x / (1 + sigma^2).
     D = lambda x, sigma: x / (1 + expand_sigma(sigma, x) ** 2)  # noqa: E731
     torch.testing.assert_close(score(D, x, s), -x / (1 + s.reshape(3, 1, 1) ** 2))
+
+
+def test_atomic_path_final_file_has_umask_mode(tmp_path):
+    import os
+
+    target = tmp_path / "table.md"
+    with atomic_path(target) as tmp:
+        tmp.write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
