@@ -8,9 +8,10 @@ Tasks (64 x 64 held-out phantoms, :func:`invdiff.datasets.phantoms.test_set`):
 - ``mri``: single-coil Cartesian MRI, 4x variable-density lines; prior ``mri-phantom-64``;
   baseline: zero-filled inverse FFT. Metrics on the magnitude image.
 
-Methods: the operator's baseline, total variation (deepinv's proximal gradient with
-``TVPrior``), DPS (Chung et al. 2023), RED-Diff (Mardani et al. 2024) and the SMC ensemble
-(Chen et al. 2025; posterior mean and standard deviation of its weighted particles).
+Methods: the operator's baseline, total variation (deepinv's FISTA with ``TVPrior``), DPS
+(Chung et al. 2023), RED-Diff (Mardani et al. 2024) and the SMC ensemble (Chen et al. 2025;
+posterior mean and standard deviation of its weighted particles), and, for reference, deepinv's
+DiffPIR (Zhu et al. 2023) on the same denoiser.
 
 Writes to ``--out`` (atomically): ``results.json`` (table and settings), ``results.h5``
 (truth, measurements, every reconstruction, posterior std), ``demo.png`` (the figure) and the
@@ -139,6 +140,16 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         seconds = time.perf_counter() - t
         std = out.std() if s.get("particles", 1) > 1 else None
         record(label, out.mean(), seconds, int(out.nfe), std)
+    # deepinv's DiffPIR on the same denoiser, for reference (what a deepinv user would run)
+    import deepinv as dinv
+
+    diffpir = dinv.sampling.DiffPIR(prior, dinv.optim.L2(), sigma=spec["op_kwargs"]["sigma"],
+                                    max_iter=10 if quick else 100, verbose=False)
+    torch.manual_seed(seed)  # DiffPIR draws from the global generator
+    t = time.perf_counter()
+    with torch.no_grad():
+        xd = diffpir(y, physics)
+    record("deepinv DiffPIR", xd, time.perf_counter() - t, 10 if quick else 100)
     arrays = dict(truth=x, y=y, results=results)
     return rows, arrays
 
