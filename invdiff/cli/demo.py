@@ -117,12 +117,12 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         physics.max_iter = 20
     results, rows = {}, []
 
-    def record(method, x_hat, seconds, nfe, std=None):
+    def record(method, x_hat, seconds, nfe, std=None, min_ess=None):
         x_hat = x_hat.detach()
-        results[method] = dict(x=x_hat, std=None if std is None else std.detach())
+        results[method] = dict(x=x_hat, std=None if std is None else std.detach(), min_ess=min_ess)
         a, b = view(x_hat), view(x)
         rows.append(dict(task=task, method=method, psnr=float(psnr(a, b).mean()), ssim=float(ssim(a, b).mean()),
-                         seconds=round(seconds, 2), nfe=nfe))
+                         seconds=round(seconds, 2), nfe=nfe, min_ess="" if min_ess is None else round(min_ess, 2)))
 
     t = time.perf_counter()
     with torch.no_grad():
@@ -139,7 +139,10 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         out = sampler.sample(y, physics, n_samples=s.get("particles", 1), generator=g)
         seconds = time.perf_counter() - t
         std = out.std() if s.get("particles", 1) > 1 else None
-        record(label, out.mean(), seconds, int(out.nfe), std)
+        # The smallest effective sample size over the steps: near 1, the ensemble collapsed onto one
+        # ancestor and its spread is not a posterior standard deviation (the figure says so).
+        min_ess = float(out.trace["ess"].min()) if "ess" in out.trace else None
+        record(label, out.mean(), seconds, int(out.nfe), std, min_ess)
     # deepinv's DiffPIR on the same denoiser, for reference (what a deepinv user would run)
     import deepinv as dinv
 
@@ -173,13 +176,15 @@ def _figure(path, per_task: dict, rows: list[dict]) -> None:
         panels = [("truth", show(arr["truth"]).cpu())]
         psnrs = {row["method"]: row["psnr"] for row in rows if row["task"] == task}
         panels += [(f"{m}\n{psnrs[m]:.1f} dB", show(arr["results"][m]["x"]).cpu()) for m in methods]
-        std = next((v["std"] for v in arr["results"].values() if v["std"] is not None), None)
+        std, min_ess = next(((v["std"], v.get("min_ess")) for v in arr["results"].values() if v["std"] is not None), (None, None))
         for c, (title, img) in enumerate(panels):
             axes[r, c].imshow(img.clamp(0, 1), cmap="gray", vmin=0, vmax=1)
             axes[r, c].set_title(title, fontsize=8)
         if std is not None:
             im = axes[r, -1].imshow(show(std).cpu(), cmap="magma")
-            axes[r, -1].set_title("SMC posterior std", fontsize=8)
+            collapsed = min_ess is not None and min_ess < 2.0
+            title = f"SMC particle std\n(min ESS {min_ess:.1f}: collapsed)" if collapsed else "SMC posterior std"
+            axes[r, -1].set_title(title, fontsize=8)
             fig.colorbar(im, ax=axes[r, -1], fraction=0.046)
         axes[r, 0].set_ylabel(task.upper())
         for ax in axes[r]:
