@@ -14,13 +14,7 @@ from invdiff.samplers.red_diff import WEIGHTINGS
 
 D_X, D_Y, M_PRIOR, S2_PRIOR, SIGMA_Y = 4, 2, 0.5, 2.0, 0.2
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one intra-op thread avoids oversubscription on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
