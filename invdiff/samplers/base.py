@@ -392,6 +392,11 @@ def handle_nonfinite(x: Tensor, step: int, on_nan: OnNaN, what: str = "iterate",
     non-finite entries by ``fallback`` (e.g. the iterate before the failing update, so that the
     update is skipped there) or by 0, and counts them in ``trace["nonfinite"]``.
     """
+    # fast path: a sum is finite only if every term is (NaN and inf propagate), so one
+    # reduction replaces an elementwise isfinite pass and its reduction; an overflowing sum
+    # of finite values falls through to the exact test below
+    if bool(torch.isfinite(x.sum())):
+        return x
     finite = torch.isfinite(x)
     if bool(finite.all()):
         return x

@@ -73,7 +73,7 @@ __all__ = ["DPS", "dps_guidance"]
 Guidance = Literal["norm", "squared"]
 
 
-def dps_guidance(denoiser, x: Tensor, sigma: float, problem: Problem, guidance: Guidance = "norm",
+def dps_guidance(denoiser, x: Tensor, sigma: float | Tensor, problem: Problem, guidance: Guidance = "norm",
                  clip_x0: tuple[float, float] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """One DPS vector-Jacobian product: ``(x0_hat, grad, residual_norm)``, all detached.
 
@@ -86,7 +86,24 @@ def dps_guidance(denoiser, x: Tensor, sigma: float, problem: Problem, guidance: 
     :math:`\\sigma_y`), :math:`\\Lambda_{jj} = 1/(2 y_j)` in photon counts for Poisson noise;
     ``"squared"`` the whitened residual :math:`r` (the Gaussian negative log-likelihood).
     ``residual_norm`` is the norm that was differentiated. The norm is floored at the float's
-    tiny so that a zero residual gives a zero gradient, not NaN.
+    tiny so that a zero residual gives a zero gradient, not NaN. ``sigma`` is a float or a
+    ``(B,)`` tensor (passed to the denoiser as is).
+    """
+    x0_hat, grad, sq = _guidance(denoiser, x, sigma, problem, guidance, clip_x0)
+    return x0_hat, grad, sq.sqrt()
+
+
+def _guidance(denoiser, x: Tensor, sigma, problem: Problem, guidance: Guidance,
+              clip_x0: tuple[float, float] | None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`dps_guidance` with the squared residual norm ``sq`` (per row) in place of its root,
+    so that the sampler takes the root once over the whole trace instead of once per step.
+
+    The loss depends on ``x`` only through the residual ``r``, and its gradient in ``r`` is in
+    closed form, :math:`\\partial \\|r\\| / \\partial r = r / \\|r\\|` (zero where the norm is
+    below the floor) and :math:`\\partial \\tfrac12\\|r\\|^2 / \\partial r = r`, so autograd runs
+    only through the operator and the denoiser (one vector-Jacobian product with that cotangent),
+    not through the norm. The cotangent is computed with the same floating-point operations as
+    autograd's backward of the norm, so the gradient is the same to the last bit.
     """
     x_in = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -99,13 +116,16 @@ def dps_guidance(denoiser, x: Tensor, sigma: float, problem: Problem, guidance: 
             r = problem.whitened_residual(x0_hat) * 0.5**0.5
         else:
             r = problem.whitened_residual(x0_hat)
-        sq = r.pow(2).flatten(1).sum(1)
-        if guidance == "norm":
-            loss = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt().sum()
-        else:
-            loss = 0.5 * sq.sum()
-        (grad,) = torch.autograd.grad(loss, x_in)
-    return x0_hat.detach(), grad, sq.detach().sqrt()
+    r_d = r.detach()
+    sq = r_d.pow(2).flatten(1).sum(1)
+    if guidance == "norm":  # d ||r|| / dr = 2 r / (2 ||r||), the norm floored at tiny
+        tiny = torch.finfo(sq.dtype).tiny
+        w = torch.where(sq >= tiny, 1.0 / (2 * sq.clamp_min(tiny).sqrt()), 0.0)
+        cotangent = w.reshape(-1, *([1] * (r_d.ndim - 1))) * (2 * r_d)
+    else:  # d ||r||^2 / 2 / dr = r
+        cotangent = r_d
+    (grad,) = torch.autograd.grad(r, x_in, grad_outputs=cotangent)
+    return x0_hat.detach(), grad, sq
 
 
 class DPS(Sampler):
@@ -179,27 +199,32 @@ class DPS(Sampler):
         sigmas = self._sigmas(problem.dtype, problem.device)
         solver = make_solver(self.method, sigmas, **self.solver_options)
         D = self.denoiser
-        trace: dict = {"residual_norm": []}
+        trace: dict = {}
 
         def denoise(x: Tensor, sigma) -> Tensor:  # extra evaluations of multi-stage solvers
             with torch.no_grad():
                 return D(x, sigma)
 
+        # everything that does not depend on x is set up once, outside the loop
+        n_steps = len(sigmas) - 1
         sig = sigmas.tolist()  # python floats: no device sync inside the loop
+        zetas = [self.zeta_i(sig[i], sig[i + 1]) for i in range(n_steps)]
+        # D's sigma argument as the (n,) tensor that CountingDenoiser would build at every call
+        sigma_rows = sigmas[:-1, None].expand(n_steps, problem.n).contiguous()
+        squares: list[Tensor] = []  # squared residual norms; one square root at the end
         x = sig[0] * randn((problem.n, *problem.x_shape), generator, problem.device, problem.dtype)
         record(0, x)
-        for i in progress_bar(range(len(sig) - 1), self.progress, desc="DPS"):
-            sigma = sig[i]
+        for i in progress_bar(range(n_steps), self.progress, desc="DPS"):
             # 1. Tweedie estimate and the gradient of the residual through the denoiser
-            x0_hat, grad, rnorm = dps_guidance(D, x, sigma, problem, self.guidance, self.clip_x0)
+            x0_hat, grad, sq = _guidance(D, x, sigma_rows[i], problem, self.guidance, self.clip_x0)
             # 2. unconditional step sigma_i -> sigma_{i+1}
             x_prime = solver.step(i, x, x0_hat, denoise=denoise, generator=generator)
             # 3. guidance step
-            x_next = x_prime - self.zeta_i(sigma, sig[i + 1]) * grad
+            x_next = x_prime - zetas[i] * grad
             x = self.check(x_next, i, fallback=x_prime, trace=trace)
-            trace["residual_norm"].append(rnorm)  # stays on the device: no sync per step
-            record(i + 1, x, last=i == len(sig) - 2)
-        trace["residual_norm"] = problem.fold(torch.stack(trace["residual_norm"], 1)).movedim(2, 0).cpu()
+            squares.append(sq)  # stays on the device: no sync per step
+            record(i + 1, x, last=i == n_steps - 1)
+        trace["residual_norm"] = problem.fold(torch.stack(squares, 1).sqrt()).movedim(2, 0).cpu()
         return PosteriorSamples(problem.fold(x.detach()), None, nfe=D.nfe, trace=trace)
 
 
