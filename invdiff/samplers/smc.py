@@ -81,6 +81,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from invdiff.diffusion.denoiser import gaussian_fit
 from invdiff.diffusion.schedules import karras_sigmas
 from invdiff.diffusion.solvers import ancestral_sigmas
 from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, check_sigmas
@@ -162,10 +163,29 @@ def _gather(problem: Problem, idx: Tensor, *tensors: Tensor) -> list[Tensor]:
     return [t[rows] for t in tensors]
 
 
-def _prior_kernel(x: Tensor, x0_hat: Tensor, sigma: float, sigma_next: float, eta: float) -> tuple[Tensor, float]:
-    """Mean and variance of the DDIM(eta)/ancestral prior transition ``sigma -> sigma_next``."""
+def _prior_kernel(x: Tensor, x0_hat: Tensor, sigma: float, sigma_next: float, eta: float,
+                  x0_var: float = 0.0) -> tuple[Tensor, float]:
+    """Mean and variance of the DDIM(eta)/ancestral prior transition ``sigma -> sigma_next``.
+
+    The DDIM(eta) kernel given the clean signal is
+    :math:`\\mathcal N(x_0 + \\tfrac{\\sigma_{down}}{\\sigma}(x - x_0), \\sigma_{up}^2 I)`; averaging over
+    :math:`x_0 \\mid x` with mean :math:`\\hat x_0` and isotropic variance ``x0_var`` gives mean
+    :math:`\\hat x_0 + \\tfrac{\\sigma_{down}}{\\sigma}(x - \\hat x_0)` and variance
+    :math:`\\sigma_{up}^2 + (1 - \\sigma_{down}/\\sigma)^2\\, v` (``x0_var = 0``: the plain sampler).
+    """
     sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, eta)
-    return x0_hat + (sigma_down / sigma) * (x - x0_hat), sigma_up**2
+    return x0_hat + (sigma_down / sigma) * (x - x0_hat), sigma_up**2 + (1.0 - sigma_down / sigma) ** 2 * x0_var
+
+
+def analytic_x0_var(problem: Problem, x: Tensor, x0_hat: Tensor, log_w: Tensor, sigma: float) -> float:
+    """Mean posterior variance of :math:`x_0` per coordinate, from the ensemble (Analytic-DPM,
+    Bao et al. 2022): by Tweedie, :math:`\\mathbb E\\,\\mathrm{Var}[x_0 \\mid x]/d = \\sigma^2 -
+    \\mathbb E\\|D(x, \\sigma) - x\\|^2 / d`, the expectation taken over the weighted particles of all
+    measurements; clamped to :math:`[0, \\sigma^2]`. Exact in expectation for a Gaussian prior
+    (:math:`v = s^2 \\sigma^2 / (s^2 + \\sigma^2)`); no extra denoiser call."""
+    w = torch.softmax(problem.fold(log_w), 0).reshape(-1) / problem.batch  # rows k * B + b
+    r2 = float((w * (x0_hat - x).pow(2).flatten(1).sum(1)).sum()) / x[0].numel()
+    return min(max(sigma**2 - r2, 0.0), sigma**2)
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
@@ -173,10 +193,14 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Exact Gaussian products: N(m, T I) times N(y; A x, sigma_y^2 I)
+# Exact Gaussian products: N(m, T I) times N(y; A x, v I)
 # --------------------------------------------------------------------------------------------
 class _SVDProduct:
-    """Gaussian product and normaliser for a dense ``A = U diag(s) V^T`` (no solves, any ``T >= 0``)."""
+    """Gaussian product and normaliser for a dense ``A = U diag(s) V^T`` (no solves, any ``T >= 0``).
+
+    Called with the measurement ``y`` (n, m) and ``scale``: the noise variance is
+    ``scale * sigma_y^2`` (``scale`` a float shared by all rows).
+    """
 
     def __init__(self, matrix: Tensor, problem: Problem) -> None:
         A = matrix.to(problem.device, torch.float64)
@@ -184,23 +208,24 @@ class _SVDProduct:
         dt = problem.dtype
         self.U, self.s, self.Vh, self.A = U.to(dt), s.to(dt), Vh.to(dt), A.to(dt)
         self.sy2 = problem.sigma_y.reshape(-1, 1) ** 2  # (n, 1)
-        self.y = problem.y
 
-    def __call__(self, m: Tensor, T: float, generator=None, draw: bool = True) -> tuple[Tensor | None, Tensor]:
-        """``(x ~ N(m, T I) N(y; A x, sigma_y^2 I), log N(y; A m, sigma_y^2 I + T A A^T) + c)``."""
+    def __call__(self, m: Tensor, T: float, y: Tensor, scale: float = 1.0, generator=None,
+                 draw: bool = True) -> tuple[Tensor | None, Tensor]:
+        """``(x ~ N(m, T I) N(y; A x, v I), log N(y; A m, v I + T A A^T) + c)``, ``v = scale sigma_y^2``."""
         shape = m.shape
         m = m.reshape(shape[0], -1)
-        r = self.y - m @ self.A.T  # (n, m)
+        v = scale * self.sy2  # (n, 1)
+        r = y - m @ self.A.T  # (n, m)
         ur = r @ self.U  # (n, r)
         perp = r - ur @ self.U.T
-        den = self.sy2 + T * self.s**2  # (n, r)
-        quad = (perp * perp).sum(1) / self.sy2[:, 0] + (ur * ur / den).sum(1)
+        den = v + T * self.s**2  # (n, r)
+        quad = (perp * perp).sum(1) / v[:, 0] + (ur * ur / den).sum(1)
         if not draw:
             return None, -0.5 * quad
         x = m + (ur * (T * self.s / den)) @ self.Vh
         if T > 0:
             z = randn(m.shape, generator, m.device, m.dtype)
-            gain = (T * self.sy2 / den).sqrt() - math.sqrt(T)  # (n, r)
+            gain = (T * v / den).sqrt() - math.sqrt(T)  # (n, r)
             x = x + math.sqrt(T) * z + ((z @ self.Vh.T) * gain) @ self.Vh
         return x.reshape(shape), -0.5 * quad
 
@@ -209,10 +234,10 @@ class _ProxProduct:
     """The same for any deepinv ``LinearPhysics``, by ``physics.prox_l2`` (CG, or its own SVD).
 
     .. math::
-        \hat x = \arg\min_x \frac{\|y - A x\|^2}{2\sigma_y^2} + \frac{\|x - m\|^2}{2T}
-        = \mathrm{prox}_{l2}(m, y, T / \sigma_y^2), \qquad
-        (y - A m)^\top (\sigma_y^2 I + T A A^\top)^{-1} (y - A m)
-        = \frac{\|y - A\hat x\|^2}{\sigma_y^2} + \frac{\|\hat x - m\|^2}{T},
+        \hat x = \arg\min_x \frac{\|y - A x\|^2}{2v} + \frac{\|x - m\|^2}{2T}
+        = \mathrm{prox}_{l2}(m, y, T / v), \qquad
+        (y - A m)^\top (v I + T A A^\top)^{-1} (y - A m)
+        = \frac{\|y - A\hat x\|^2}{v} + \frac{\|\hat x - m\|^2}{T},
 
     and a draw is :math:`\hat x` plus the same solve applied to noise (perturb-and-MAP).
     """
@@ -223,18 +248,24 @@ class _ProxProduct:
         flat = self.sy2.flatten()
         self.uniform = bool((flat == flat[0]).all())
 
-    def __call__(self, m: Tensor, T: float, generator=None, draw: bool = True) -> tuple[Tensor | None, Tensor]:
-        p = self.problem
+    def __call__(self, m: Tensor, T: float, y: Tensor, scale: float = 1.0, generator=None,
+                 draw: bool = True) -> tuple[Tensor | None, Tensor]:
+        physics = self.problem.physics
+        v = scale * self.sy2
+
+        def nll(x: Tensor) -> Tensor:
+            return 0.5 * ((y - physics.A(x)) ** 2 / v).flatten(1).sum(1)
+
         if T == 0:
-            return m, -p.nll(m)
-        gamma = T / self.sy2.flatten()[0] if self.uniform else T / self.sy2
-        mean = p.physics.prox_l2(m, p.y, gamma)
-        log_z = -p.nll(mean) - 0.5 * ((mean - m) ** 2).flatten(1).sum(1) / T
+            return m, -nll(m)
+        gamma = T / v.flatten()[0] if self.uniform else T / v
+        mean = physics.prox_l2(m, y, gamma)
+        log_z = -nll(mean) - 0.5 * ((mean - m) ** 2).flatten(1).sum(1) / T
         if not draw:
             return None, log_z
         z = randn(m.shape, generator, m.device, m.dtype)
-        zy = randn(p.y.shape, generator, m.device, m.dtype) * self.sy2.sqrt()
-        return mean + p.physics.prox_l2(math.sqrt(T) * z, zy, gamma), log_z
+        zy = randn(y.shape, generator, m.device, m.dtype) * v.sqrt()
+        return mean + physics.prox_l2(math.sqrt(T) * z, zy, gamma), log_z
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +273,8 @@ class _ProxProduct:
 # --------------------------------------------------------------------------------------------
 class _SMCBase(Sampler):
     def __init__(self, prior, steps: int, *, sigma_max: float, sigma_min: float, sigmas: Tensor | None,
-                 eta: float, resampling: Resampling, ess_threshold: float, progress: bool, on_nan: str) -> None:
+                 eta: float, resampling: Resampling, ess_threshold: float, analytic_variance: bool,
+                 progress: bool, on_nan: str) -> None:
         super().__init__(prior, progress=progress, on_nan=on_nan)
         if sigmas is None:
             if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -263,6 +295,13 @@ class _SMCBase(Sampler):
         self.sigmas = sigmas.to(torch.float64)
         self.steps = len(self.sigmas) - 1
         self.eta, self.resampling, self.ess_threshold = float(eta), resampling, float(ess_threshold)
+        self.analytic_variance = bool(analytic_variance)
+
+    def _kernel(self, problem: Problem, x: Tensor, x0_hat: Tensor, log_w: Tensor, sigma: float,
+                sigma_next: float) -> tuple[Tensor, float]:
+        """The prior transition's mean and variance (with the ensemble's x0 variance if ``analytic_variance``)."""
+        v = analytic_x0_var(problem, x, x0_hat, log_w, sigma) if self.analytic_variance else 0.0
+        return _prior_kernel(x, x0_hat, sigma, sigma_next, self.eta, v)
 
     def _maybe_resample(self, problem: Problem, log_w: Tensor, i: int, trace: dict, generator, *tensors):
         """Record the ESS; resample ``tensors`` (rows of the working batch) when it is low."""
@@ -358,16 +397,22 @@ class SMCEnsemble(_SMCBase):
 
     def __init__(self, prior, steps: int = 100, *, sigma_max: float = 80.0, sigma_min: float = 0.002,
                  sigmas: Tensor | None = None, eta: float = 1.0, resampling: Resampling = "systematic",
-                 ess_threshold: float = 0.5, inflation: float = 1.0,
+                 ess_threshold: float = 0.5, analytic_variance: bool = True, inflation: float = 1.0,
+                 data_scale: float | None = None,
+                 data_mean: float | Tensor | None = None,
                  split: Literal["auto", "exact", "explicit"] = "auto",
                  progress: bool = True, on_nan: str = "raise") -> None:
         super().__init__(prior, steps, sigma_max=sigma_max, sigma_min=sigma_min, sigmas=sigmas, eta=eta,
-                         resampling=resampling, ess_threshold=ess_threshold, progress=progress, on_nan=on_nan)
+                         resampling=resampling, ess_threshold=ess_threshold, analytic_variance=analytic_variance,
+                         progress=progress, on_nan=on_nan)
         if split not in ("auto", "exact", "explicit"):
             raise ValueError(f"split: expected 'auto', 'exact' or 'explicit', got {split!r}")
         if not (isinstance(inflation, (int, float)) and inflation >= 0):
             raise ValueError(f"inflation: expected a number >= 0, got {inflation!r}")
+        if data_scale is not None and not (isinstance(data_scale, (int, float)) and data_scale > 0):
+            raise ValueError(f"data_scale: expected None (fitted), a number > 0 or math.inf, got {data_scale!r}")
         self.split, self.inflation = split, float(inflation)
+        self.data_scale, self.data_mean = data_scale, data_mean
 
     def _product(self, problem: Problem):
         linear = hasattr(problem.physics, "A_adjoint") and hasattr(problem.physics, "prox_l2")
@@ -383,14 +428,46 @@ class SMCEnsemble(_SMCBase):
         return _ProxProduct(problem)
 
     @staticmethod
-    def _bridge(product, m: Tensor, tau: float, kappa: float, generator) -> Tensor:
-        """Draw x' ~ N(m, tau I) N(y; A x', sigma_y^2 I + kappa A A^T) through x'' = x' + sqrt(kappa) u."""
+    def _bridge(product, m: Tensor, tau: float, level: tuple, generator) -> Tensor:
+        """Draw x' ~ N(m, tau I) L(x') for the level's likelihood L(x) = N(y; A x, v I + k A A^T),
+        through x'' = x' + sqrt(k) u ~ N(m, (tau + k) I) N(y; A x'', v I)."""
+        y, scale, kappa = level
         T = tau + kappa
-        x2, _ = product(m, T, generator)
+        x2, _ = product(m, T, y, scale, generator)
         if kappa == 0 or T == 0:
             return x2
         z = randn(m.shape, generator, m.device, m.dtype)
         return m + (tau / T) * (x2 - m) + math.sqrt(tau * kappa / T) * z
+
+    def _gaussian_data(self, problem: Problem, sigma_max: float, generator) -> tuple[Tensor | float, float]:
+        """``(m, s^2)`` of the isotropic Gaussian data model (fitted from the denoiser where not given)."""
+        if self.data_scale is not None and math.isinf(self.data_scale):
+            return 0.0, math.inf
+        m, s2 = self.data_mean, None if self.data_scale is None else float(self.data_scale) ** 2
+        if m is None or s2 is None:
+            m_fit, s2_fit = gaussian_fit(self.denoiser, problem.x_shape, sigma_max, n=max(16, min(problem.n, 256)),
+                                         generator=generator, dtype=problem.dtype, device=problem.device)
+            m = m_fit if m is None else m
+            s2 = s2_fit if s2 is None else s2
+        m = torch.as_tensor(m, dtype=problem.dtype, device=problem.device)
+        return m.expand(problem.x_shape) if m.ndim == 0 else m.reshape(problem.x_shape), s2
+
+    def _level_fn(self, problem: Problem, m0: Tensor | float, s2: float):
+        """``sigma -> (y_sigma, scale, k)`` with :math:`e^{-\\mu_\\sigma(x)} \\propto
+        \\mathcal N(y_\\sigma; A x, \\mathrm{scale}\\, \\sigma_y^2 I + k A A^\\top)` (see the class docstring)."""
+        c2 = self.inflation**2
+        Am0 = None
+        if not math.isinf(s2) and c2 > 0:
+            with torch.no_grad():
+                Am0 = problem.physics.A(m0.expand(problem.n, *problem.x_shape))
+
+        def level(sigma: float) -> tuple[Tensor, float, float]:
+            if Am0 is None or sigma == 0:
+                return problem.y, 1.0, c2 * sigma**2
+            alpha = s2 / (s2 + c2 * sigma**2)
+            return (problem.y - (1.0 - alpha) * Am0) / alpha, 1.0 / alpha**2, c2 * sigma**2 / alpha
+
+        return level
 
     def _explicit_terms(self, problem: Problem, x: Tensor, linear_gaussian: bool, generator):
         """``(grad mu, Laplacian mu)`` at x; the Laplacian is 0 (a constant) for linear-Gaussian."""
@@ -423,12 +500,17 @@ class SMCEnsemble(_SMCBase):
         lin_gauss = hasattr(problem.physics, "A_adjoint") and problem.likelihood == "gaussian"
         trace: dict = {"ess": [], "resampled": [], "split": "exact" if prod is not None else "explicit"}
         n, shape, dt, dev = problem.n, problem.x_shape, problem.dtype, problem.device
-        c2 = self.inflation**2
         log_w = torch.zeros(n, dtype=dt, device=dev)
 
-        # Stage I: x ~ N(0, sigma_max^2 I) exp(-mu_{sigma_max}(x))
+        # Stage I: x ~ N(m, (sigma_max^2 + s^2) I) exp(-mu_{sigma_max}(x)), the Gaussian model of p_sigma_max
         if prod is not None:
-            x = self._bridge(prod, problem.zeros(), sigmas[0] ** 2, c2 * sigmas[0] ** 2, generator)
+            m0, s2 = self._gaussian_data(problem, sigmas[0], generator)
+            level = self._level_fn(problem, m0, s2)
+            lev = level(sigmas[0])
+            start = problem.zeros() + m0 if not math.isinf(s2) else problem.zeros()
+            var0 = sigmas[0] ** 2 + (s2 if not math.isinf(s2) else 0.0)
+            x = self._bridge(prod, start, var0, lev, generator)
+            trace["data_model"] = {"mean": m0, "scale": math.sqrt(s2)}
         else:  # explicit: prior draws weighted by the (annealed) likelihood
             beta = self._annealing(problem, sigmas)
             x = sigmas[0] * randn((n, *shape), generator, dev, dt)
@@ -440,14 +522,16 @@ class SMCEnsemble(_SMCBase):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             with torch.no_grad():
                 x0_hat = D(x, sigma)
-            m, tau = _prior_kernel(x, x0_hat, sigma, sigma_next, self.eta)
+            m, tau = self._kernel(problem, x, x0_hat, log_w, sigma, sigma_next)
             if prod is not None:
                 # weight (a function of x only), then resample, then move: fully adapted auxiliary PF
-                _, log_mu_x = prod(x, c2 * sigma**2, draw=False)
-                _, log_z = prod(m, tau + c2 * sigma_next**2, draw=False)
+                y_i, sc_i, k_i = lev
+                lev = level(sigma_next)
+                _, log_mu_x = prod(x, k_i, y_i, sc_i, draw=False)
+                _, log_z = prod(m, tau + lev[2], lev[0], lev[1], draw=False)
                 log_w = self._check_log_w(log_w + log_z - log_mu_x, i, trace)
                 log_w, m = self._maybe_resample(problem, log_w, i, trace, generator, m)
-                x_new = self._bridge(prod, m, tau, c2 * sigma_next**2, generator)
+                x_new = self._bridge(prod, m, tau, lev, generator)
             else:
                 # the paper's Euler scheme for mu_i = beta_i * nll
                 g, lap = self._explicit_terms(problem, x, lin_gauss, generator)
@@ -480,7 +564,8 @@ class TwistedSMC(_SMCBase):
 
     where :math:`\\kappa_\\sigma` is the variance of :math:`x_0` given :math:`x` under a
     :math:`\\mathcal N(\\cdot, s_0^2 I)` prior (``twist_scale = s_0``; it makes the twist exact for a
-    Gaussian prior with an operator of orthonormal rows; ``twist_scale=0`` is TDS's plain
+    Gaussian prior with an operator of orthonormal rows; the default ``None`` fits it from the
+    denoiser, :func:`invdiff.diffusion.denoiser.gaussian_fit`, one extra call; ``twist_scale=0`` is TDS's plain
     :math:`\\sigma_y^2`). Proposal and weight, with the prior kernel :math:`\\mathcal N(m, \\tau I)`:
 
     .. math::
@@ -494,19 +579,20 @@ class TwistedSMC(_SMCBase):
 
     def __init__(self, prior, steps: int = 100, *, sigma_max: float = 80.0, sigma_min: float = 0.002,
                  sigmas: Tensor | None = None, eta: float = 1.0, resampling: Resampling = "systematic",
-                 ess_threshold: float = 0.5, twist_scale: float = 1.0, progress: bool = True,
+                 ess_threshold: float = 0.5, analytic_variance: bool = True, twist_scale: float | None = None,
+                 progress: bool = True,
                  on_nan: str = "raise") -> None:
         super().__init__(prior, steps, sigma_max=sigma_max, sigma_min=sigma_min, sigmas=sigmas, eta=eta,
-                         resampling=resampling, ess_threshold=ess_threshold, progress=progress, on_nan=on_nan)
-        if not (isinstance(twist_scale, (int, float)) and twist_scale >= 0):
-            raise ValueError(f"twist_scale: expected a number >= 0, got {twist_scale!r}")
-        self.twist_scale = float(twist_scale)
+                         resampling=resampling, ess_threshold=ess_threshold, analytic_variance=analytic_variance,
+                         progress=progress, on_nan=on_nan)
+        if twist_scale is not None and not (isinstance(twist_scale, (int, float)) and twist_scale >= 0):
+            raise ValueError(f"twist_scale: expected None (fitted) or a number >= 0, got {twist_scale!r}")
+        self.twist_scale = None if twist_scale is None else float(twist_scale)
 
-    def _twist(self, problem: Problem, x: Tensor, sigma: float) -> tuple[Tensor, Tensor, Tensor]:
+    def _twist(self, problem: Problem, x: Tensor, sigma: float, s0: float) -> tuple[Tensor, Tensor, Tensor]:
         """``(x0_hat, log p~, grad log p~)`` at noise level ``sigma`` (0: the exact likelihood)."""
         if sigma == 0:
             return x, -problem.nll(x).detach(), torch.zeros_like(x)
-        s0 = self.twist_scale
         kappa = s0**2 * sigma**2 / (s0**2 + sigma**2) if s0 > 0 else 0.0
         factor = (problem.sigma_y.flatten() ** 2 / (problem.sigma_y.flatten() ** 2 + kappa))  # (n,)
         x_in = x.detach().requires_grad_(True)
@@ -522,15 +608,20 @@ class TwistedSMC(_SMCBase):
         sigmas = self.sigmas.tolist()
         trace: dict = {"ess": [], "resampled": []}
         n, shape, dt, dev = problem.n, problem.x_shape, problem.dtype, problem.device
+        s0 = self.twist_scale
+        if s0 is None:
+            s0 = math.sqrt(gaussian_fit(self.denoiser, shape, sigmas[0], n=max(16, min(n, 256)), generator=generator,
+                                        dtype=dt, device=dev)[1])
+        trace["twist_scale"] = s0
         x = sigmas[0] * randn((n, *shape), generator, dev, dt)
-        x0_hat, log_twist, g = self._twist(problem, x, sigmas[0])
+        x0_hat, log_twist, g = self._twist(problem, x, sigmas[0], s0)
         log_w = log_twist.clone()
         record(0, x)
         for i in progress_bar(range(self.steps), self.progress, desc="Twisted SMC"):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             log_w, x, x0_hat, log_twist, g = self._maybe_resample(problem, log_w, i, trace, generator,
                                                                   x, x0_hat, log_twist, g)
-            m, tau = _prior_kernel(x, x0_hat, sigma, sigma_next, self.eta)
+            m, tau = self._kernel(problem, x, x0_hat, log_w, sigma, sigma_next)
             if tau > 0:
                 noise = math.sqrt(tau) * randn(x.shape, generator, dev, dt)
                 x_new = m + tau * g + noise
@@ -539,7 +630,7 @@ class TwistedSMC(_SMCBase):
             else:
                 x_new, log_prop = m, torch.zeros_like(log_w)
             x_new = self.check(x_new, i, fallback=m, trace=trace)
-            x0_new, twist_new, g_new = self._twist(problem, x_new, sigma_next)
+            x0_new, twist_new, g_new = self._twist(problem, x_new, sigma_next, s0)
             log_w = self._check_log_w(log_w + log_prop + twist_new - log_twist, i, trace)
             x, x0_hat, log_twist, g = x_new, x0_new, twist_new, g_new
             record(i + 1, x, last=i == self.steps - 1)
