@@ -54,7 +54,7 @@ def gaussian_fit(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, float]:
-    """Isotropic Gaussian fit :math:`\mathcal N(m, s^2 I)` of a prior, read off its denoiser at a large ``sigma``.
+    r"""Isotropic Gaussian fit :math:`\mathcal N(m, s^2 I)` of a prior, read off its denoiser at a large ``sigma``.
 
     For data :math:`\mathcal N(m, \Sigma)` the denoiser is affine,
     :math:`D(x, \sigma) = m + \Sigma (\Sigma + \sigma^2 I)^{-1} (x - m)`. A least-squares fit

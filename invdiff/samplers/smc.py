@@ -1,4 +1,4 @@
-"""Sequential Monte Carlo posterior samplers over a diffusion prior: the ensemble sampler of
+r"""Sequential Monte Carlo posterior samplers over a diffusion prior: the ensemble sampler of
 Chen, Ren, Min, Ying & Izzo (2025) and twisted diffusion sampling (TDS, Wu et al. 2023).
 
 Both carry ``N`` weighted particles per measurement from ``sigma_max`` down to 0. Particles are
@@ -8,26 +8,26 @@ particles are resampled when the effective sample size ``ESS = 1 / sum_k w_k^2``
 holds the ESS of every step (before resampling), ``trace["resampled"]`` the steps that resampled.
 
 SMC ensemble (Chen et al. 2025, "Solving Inverse Problems via Diffusion-Based Priors: An
-Approximation-Free Ensemble Sampling Approach"). With :math:`\\mu_y(x)` the negative
+Approximation-Free Ensemble Sampling Approach"). With :math:`\mu_y(x)` the negative
 log-likelihood evaluated at the *noisy* particle, the targets are
 
 .. math::
-    q_\\sigma(x) \\propto p_\\sigma(x)\\, e^{-\\mu_y(x)}, \\qquad
-    q_{\\sigma_{max}} \\approx \\mathcal N(0, \\sigma_{max}^2 I)\\, e^{-\\mu_y}, \\qquad
-    q_0 = p(x \\mid y).
+    q_\sigma(x) \propto p_\sigma(x)\, e^{-\mu_y(x)}, \qquad
+    q_{\sigma_{max}} \approx \mathcal N(0, \sigma_{max}^2 I)\, e^{-\mu_y}, \qquad
+    q_0 = p(x \mid y).
 
 Between levels the particles follow the prior's reverse dynamics (drift :math:`H`, noise
 :math:`v`) corrected by the likelihood, and their weights follow the reweighting term of the
 modified PDE:
 
 .. math::
-    dx = (H - v^2 \\nabla\\mu_y)\\,dt + v\\, dW, \\qquad
-    d\\log w = \\Big[\\tfrac{v^2}{2}\\big(\\|\\nabla\\mu_y\\|^2 - \\Delta\\mu_y\\big)
-              - H \\cdot \\nabla\\mu_y\\Big] dt .
+    dx = (H - v^2 \nabla\mu_y)\,dt + v\, dW, \qquad
+    d\log w = \Big[\tfrac{v^2}{2}\big(\|\nabla\mu_y\|^2 - \Delta\mu_y\big)
+              - H \cdot \nabla\mu_y\Big] dt .
 
 Here the prior dynamics are the DDIM/ancestral kernel
-:math:`p(x' \\mid x) = \\mathcal N(m(x), \\tau I)` of :func:`invdiff.diffusion.solvers.ancestral_sigmas`
-(``eta = 1``: DDPM, :math:`v = g`; smaller ``eta`` moves towards the ODE, :math:`v \\to 0`).
+:math:`p(x' \mid x) = \mathcal N(m(x), \tau I)` of :func:`invdiff.diffusion.solvers.ancestral_sigmas`
+(``eta = 1``: DDPM, :math:`v = g`; smaller ``eta`` moves towards the ODE, :math:`v \to 0`).
 
 *The stiff 1/sigma_y^2 term is annealed and split exactly* (``split="exact"``, the default for
 a linear operator with Gaussian noise). Annealed: the likelihood of the noisy particle is taken
@@ -53,9 +53,9 @@ above for any operator, with a Hutchinson estimate of :math:`\Delta\mu_y` for no
 operators or Poisson noise, and a scalar annealing of the likelihood (see :class:`SMCEnsemble`).
 
 Twisted SMC (:class:`TwistedSMC`, Wu et al. 2023, TDS): particles move by the guided kernel
-:math:`\\mathcal N(m + \\tau \\nabla \\log \\tilde p_\\sigma, \\tau I)` with the twisting function
-:math:`\\tilde p_\\sigma(y \\mid x) = \\mathcal N(y; \\mathcal A(D(x, \\sigma)), \\sigma_y^2 + \\kappa_\\sigma)`
-and weights :math:`p(x' \\mid x)\\, \\tilde p_{\\sigma'}(y \\mid x') / (q(x' \\mid x)\\, \\tilde p_\\sigma(y \\mid x))`;
+:math:`\mathcal N(m + \tau \nabla \log \tilde p_\sigma, \tau I)` with the twisting function
+:math:`\tilde p_\sigma(y \mid x) = \mathcal N(y; \mathcal A(D(x, \sigma)), \sigma_y^2 + \kappa_\sigma)`
+and weights :math:`p(x' \mid x)\, \tilde p_{\sigma'}(y \mid x') / (q(x' \mid x)\, \tilde p_\sigma(y \mid x))`;
 one denoiser call and one vector-Jacobian product per step, any operator.
 
 Example
@@ -68,8 +68,8 @@ Example
 >>> smc = SMCEnsemble(prior, steps=50, sigma_max=20.0, progress=False)
 >>> out = smc.sample(torch.ones(1, 1, dtype=torch.float64), physics, n_samples=256,
 ...                  generator=torch.Generator().manual_seed(0))
->>> out.samples.shape, out.log_weights.shape, out.nfe
-(torch.Size([256, 1, 2]), torch.Size([256, 1]), 50)
+>>> out.samples.shape, out.log_weights.shape, out.nfe   # 50 levels + 1 call for the Gaussian data fit
+(torch.Size([256, 1, 2]), torch.Size([256, 1]), 51)
 >>> round(float(out.mean()[0, 0]), 1)     # exact posterior mean 1 / 1.01 = 0.99
 1.0
 """
@@ -231,7 +231,7 @@ class _SVDProduct:
 
 
 class _ProxProduct:
-    """The same for any deepinv ``LinearPhysics``, by ``physics.prox_l2`` (CG, or its own SVD).
+    r"""The same for any deepinv ``LinearPhysics``, by ``physics.prox_l2`` (CG, or its own SVD).
 
     .. math::
         \hat x = \arg\min_x \frac{\|y - A x\|^2}{2v} + \frac{\|x - m\|^2}{2T}
@@ -342,41 +342,64 @@ class _SMCBase(Sampler):
 # SMC ensemble (Chen et al. 2025)
 # --------------------------------------------------------------------------------------------
 class SMCEnsemble(_SMCBase):
-    """Approximation-free ensemble sampler (Chen, Ren, Min, Ying, Izzo 2025) as weighted SMC.
+    r"""Approximation-free ensemble sampler (Chen, Ren, Min, Ying, Izzo 2025) as weighted SMC.
 
-    Targets :math:`q_\sigma(x) \propto p_\sigma(x)\, e^{-\mu_\sigma(x)}` with the likelihood of
-    the noisy particle
-
-    .. math::
-        \mu_\sigma(x) = \tfrac12 (y - A x)^\top (\sigma_y^2 I + c^2 \sigma^2 A A^\top)^{-1} (y - A x).
-
-    ``inflation = c = 0`` is the paper's :math:`\mu_y(x)` at every level. The default ``c = 1``
-    *anneals* the stiff :math:`1/\sigma_y^2`: :math:`e^{-\mu_\sigma}` is then the exact
-    :math:`p(y \mid x_\sigma)` of a flat prior (:math:`x_0 = x_\sigma - \sigma \varepsilon`), so
-    :math:`q_\sigma` stays close to the true posterior marginal, the weights vary little between
-    levels and the genealogy does not collapse (with ``c = 0`` in VE variables the weights must
-    carry the whole likelihood through :math:`\sigma_{max}^2 / \sigma_y^2` units of time). Both end
-    at :math:`q_0 = p(x \mid y)`. Each step is then split exactly (``split="exact"``): with the
-    prior kernel :math:`\mathcal N(m, \tau I)` and :math:`\kappa = c^2 \sigma_{i+1}^2`,
+    Targets :math:`q_\sigma(x) \propto p_\sigma(x)\, e^{-\mu_\sigma(x)}`, where
+    :math:`e^{-\mu_\sigma}` is the likelihood of the *noisy* particle under an isotropic Gaussian
+    model :math:`\mathcal N(m, s^2 I)` of the data, with the noise a level :math:`c\sigma` adds:
 
     .. math::
-        x'' \sim \mathcal N(m, (\tau + \kappa) I)\, \mathcal N(y; A x'', \sigma_y^2 I), \quad
-        x' = m + \tfrac{\tau}{\tau + \kappa}(x'' - m) + \sqrt{\tfrac{\tau\kappa}{\tau + \kappa}}\, z,
+        e^{-\mu_\sigma(x)} = \mathcal N\big(y;\, A(\alpha x + (1 - \alpha) m),\,
+            \sigma_y^2 I + \alpha c^2 \sigma^2 A A^\top\big), \qquad
+        \alpha = \frac{s^2}{s^2 + c^2 \sigma^2}.
 
-        \log w \mathrel{+}= \log \mathcal N\big(y; A m, \sigma_y^2 I + (\tau + \kappa) A A^\top\big)
-        + \mu_{\sigma_i}(x),
+    Every choice of :math:`(m, s, c)` gives the same end point :math:`q_0 = p(x \mid y)`
+    (:math:`\alpha = 1`, no inflation at :math:`\sigma = 0`); they differ in how far the weights
+    must carry the likelihood. ``inflation = c = 0`` is the paper's :math:`\mu_y(x)` at every
+    level: in VE variables its weights carry the likelihood through
+    :math:`\sigma_{max}^2 / \sigma_y^2` units of time and the ensemble collapses onto a few
+    ancestors. ``c = 1`` with ``data_scale = math.inf`` is the likelihood of a flat prior
+    (:math:`x_0 = x_\sigma - \sigma\varepsilon`). The default, ``c = 1`` and :math:`(m, s)` fitted
+    from the denoiser at :math:`\sigma_{max}` (:func:`~invdiff.diffusion.denoiser.gaussian_fit`,
+    one batched call, counted in ``nfe``), makes :math:`e^{-\mu_\sigma}` the exact
+    :math:`p(y \mid x_\sigma)` of the Gaussian model, so at large :math:`\sigma` the likelihood is
+    nearly flat, as the true one is, instead of tilting the particles; it resamples 2-15 times
+    fewer (measured on the MCGdiff mixture and on CT phantoms).
 
-    weights added before resampling and moving (a fully adapted auxiliary particle filter).
+    Each step is split exactly (``split="exact"``, linear operator and Gaussian noise). The
+    likelihood is affine-Gaussian in :math:`x`, :math:`e^{-\mu_\sigma(x)} \propto \mathcal N(y_\sigma;
+    A x, v_\sigma I + k_\sigma A A^\top)` with :math:`y_\sigma = (y - (1 - \alpha) A m) / \alpha`,
+    :math:`v_\sigma = \sigma_y^2 / \alpha^2`, :math:`k_\sigma = c^2 \sigma^2 / \alpha`, so with the prior
+    kernel :math:`\mathcal N(m_i, \tau I)` the move and the weight are closed form:
+
+    .. math::
+        x' \sim \mathcal N(m_i, \tau I)\, e^{-\mu_{\sigma_{i+1}}(x')}, \qquad
+        \log w \mathrel{+}= \log \mathcal N\big(y_{\sigma_{i+1}};\, A m_i,\, v_{\sigma_{i+1}} I
+        + (\tau + k_{\sigma_{i+1}}) A A^\top\big) + \mu_{\sigma_i}(x),
+
+    weights added before resampling and moving (a fully adapted auxiliary particle filter for
+    the path whose marginals are :math:`q_\sigma`; to first order in :math:`\tau` it is the
+    paper's drift :math:`-v^2 \nabla\mu` and weight rate). The prior kernel is DDIM(``eta``) with,
+    by default (``analytic_variance=True``), the ensemble's estimate of
+    :math:`\mathrm{Var}[x_0 \mid x]` added (:func:`analytic_x0_var`, Analytic-DPM): the plain DDPM
+    kernel loses about ``10 / steps`` of the variance per run, which showed as 0.88 coverage of
+    90% intervals at 100 steps.
     ``split="explicit"`` runs the paper's Euler scheme (module docstring) for any operator and
     likelihood, on :math:`\mu_\sigma = \beta_\sigma \mu_y` with the scalar annealing
     :math:`\beta_\sigma = \sigma_y^2 / (\sigma_y^2 + c^2 \sigma^2 \|A\|^2)` (``c = 0``: the paper's
     :math:`\mu_y`, stable only for :math:`\tau \|A\|^2 / \sigma_y^2 \ll 1`), plus the weight
     :math:`e^{-(\beta_{i+1} - \beta_i)\mu_y(x')}` of each change of temperature.
 
+    Limits. The likelihood is taken at the noisy particle, so between the modes of a multimodal
+    prior it discriminates only once :math:`\sigma` is below the modes' spread, when the particles
+    can no longer move between modes; the weights then move the mass, and repeated resampling
+    makes the share of each mode drift from ensemble to ensemble. For such priors prefer
+    :class:`TwistedSMC`, whose twist uses :math:`\hat x_0` (one vector-Jacobian product per step).
+
     :param prior: denoiser ``D(x, sigma)``.
     :param steps: noise levels (denoiser calls per particle): Karras levels from ``sigma_max``
         to ``sigma_min``, then 0.
-    :param sigma_max: initial level: particles start from :math:`\mathcal N(0, \sigma_{max}^2 I)
+    :param sigma_max: initial level: particles start from :math:`\mathcal N(m, (\sigma_{max}^2 + s^2) I)
         e^{-\mu_{\sigma_{max}}}`; take it several times the data's radius.
     :param sigma_min: last positive level.
     :param sigmas: explicit descending noise levels ending at 0 (overrides the three above).
@@ -384,15 +407,20 @@ class SMCEnsemble(_SMCBase):
         resampled copies separate).
     :param resampling: ``"systematic"`` (default) or ``"multinomial"``.
     :param ess_threshold: resample when ``ESS < ess_threshold * n_samples``.
+    :param analytic_variance: add the ensemble's :math:`\mathrm{Var}[x_0 \mid x]` to the kernel.
     :param inflation: ``c`` above.
+    :param data_scale: ``s`` above: ``None`` fits it (and ``m``) from the denoiser; ``math.inf``
+        gives the flat-prior likelihood.
+    :param data_mean: ``m`` above (a float or a tensor of the signal's shape); ``None`` fits it.
     :param split: ``"exact"`` (linear operator, Gaussian noise), ``"explicit"`` (any operator) or
         ``"auto"`` (exact when possible).
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
 
     ``n_samples`` of :meth:`sample` is the number of particles ``N`` per measurement; the result
-    carries normalised ``log_weights`` and ``trace["ess"]`` of shape ``(steps + 1, B)``. Cost per
-    step: one batched denoiser call; dense operators add ``O(N d min(m, d))`` (SVD once), other
-    linear operators four ``prox_l2`` solves.
+    carries normalised ``log_weights``, ``trace["ess"]`` of shape ``(steps + 1, B)`` and
+    ``trace["data_model"]`` (the ``m`` and ``s`` used). Cost per step: one batched denoiser call;
+    dense operators add ``O(N d min(m, d))`` (SVD once), other linear operators four ``prox_l2``
+    solves.
     """
 
     def __init__(self, prior, steps: int = 100, *, sigma_max: float = 80.0, sigma_min: float = 0.002,

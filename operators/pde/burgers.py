@@ -97,7 +97,7 @@ class BurgersPeriodic(PDESolver):
 
 
 class _BurgersNonlinear:
-    """:math:`N(\hat u) = M \odot \mathrm{rfft}(u^2)`, :math:`u = \mathrm{irfft}(\hat u)`,
+    r""":math:`N(\hat u) = M \odot \mathrm{rfft}(u^2)`, :math:`u = \mathrm{irfft}(\hat u)`,
     :math:`M = -\tfrac{i}{2} k P`, with its adjoint :math:`\bar{\hat u} = \mathrm{irfft}^*(2u\,
     \mathrm{rfft}^*(\bar M \bar N))` (see :func:`~invdiff.operators.pde.spectral.rfftn_vjp`; the
     constant weights of the two adjoint transforms are folded into two multipliers)."""
@@ -237,7 +237,7 @@ def _dirichlet_rhs(u: torch.Tensor, h: float, nu: float) -> torch.Tensor:
 
 
 def _dirichlet_rhs_vjp(u: torch.Tensor, v: torch.Tensor, h: float, nu: float) -> torch.Tensor:
-    """:math:`J(u)^\top v` of :func:`_dirichlet_rhs` (``v``: ``(..., n-2)``) as ``(..., n)``.
+    r""":math:`J(u)^\top v` of :func:`_dirichlet_rhs` (``v``: ``(..., n-2)``) as ``(..., n)``.
 
     With :math:`a_j = -[u_{j+1}^2 - u_{j-1}^2 + u_j (u_{j+1} - u_{j-1})]/(6h)` and :math:`v` extended by zeros,
 
@@ -262,7 +262,7 @@ def _sum_to(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class _DirichletRK4Step(torch.autograd.Function):
-    """One classical RK4 step of :class:`BurgersDirichlet` with a hand-written discrete adjoint.
+    r"""One classical RK4 step of :class:`BurgersDirichlet` with a hand-written discrete adjoint.
 
     Forward: :math:`k_1 = F(u) + f_1,\ k_2 = F(u + \tfrac{\Delta t}{2}k_1) + f_2,\
     k_3 = F(u + \tfrac{\Delta t}{2}k_2) + f_2,\ k_4 = F(u + \Delta t k_3) + f_4`,

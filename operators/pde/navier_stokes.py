@@ -98,7 +98,7 @@ def forcing_field(kind: str | torch.Tensor | None, shape: Sequence[int], lengths
 
 
 class _VorticityNonlinear:
-    """:math:`N(\hat\omega) = -P\,\mathrm{rfft2}(u\,\omega_x + v\,\omega_y) + \hat f` and its adjoint.
+    r""":math:`N(\hat\omega) = -P\,\mathrm{rfft2}(u\,\omega_x + v\,\omega_y) + \hat f` and its adjoint.
 
     With :math:`u, v, \omega_x, \omega_y` the inverse transforms of :math:`D_j \hat\omega` for the
     diagonal multipliers :math:`D = (i k_y/|k|^2, -i k_x/|k|^2, i k_x, i k_y)`, the adjoint is

@@ -137,7 +137,7 @@ class ETDRK4:
 
 @functools.lru_cache(maxsize=64)
 def _last_axis_weights(n_last: int, m: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Weights ``(m,)`` along the half-spectrum axis: 1 at the DC (and even-n Nyquist) bins, 2 elsewhere.
+    r"""Weights ``(m,)`` along the half-spectrum axis: 1 at the DC (and even-n Nyquist) bins, 2 elsewhere.
 
     They give the adjoints (vector-Jacobian products, PyTorch's complex convention) of the real FFTs
     over ``d`` axes with :math:`n = \prod_i n_i` points:
