@@ -275,18 +275,20 @@ def test_coverage_of_exact_draws_is_nominal():
 
 
 @pytest.mark.slow
-def test_smc_calibration_over_random_problems():
-    """Fraction of true coordinates inside the SMC 90% credible intervals over 60 random MCGdiff
-    problems (d_x = 8, d_y = 2): target 0.90 +- 0.03 (binomial SE of 480 correlated hits ~ 0.014)."""
-    hits = []
-    for seed in range(60):
-        prob = mcgdiff_problem(8, 2, seed=seed)
-        smc = SMCEnsemble(prob["prior"], steps=100, sigma_max=_sigma_max(prob["prior"]), progress=False)
-        out = smc.sample(prob["y"], prob["physics"], n_samples=512, generator=torch.Generator().manual_seed(seed))
-        hits.append(credible_coverage(out.samples[:, 0], out.weights()[:, 0], prob["x_true"][0], 0.9).to(F64))
-    frac = float(torch.cat(hits).mean())
-    print(f"SMC 90% credible-interval coverage over 60 problems: {frac:.3f}")
-    assert abs(frac - 0.9) <= 0.05
+@pytest.mark.parametrize("d_y", [1, 2])
+def test_smc_calibration_over_random_problems(d_y):
+    """Coverage of the SMC 90% credible intervals over 100 random MCGdiff problems (d_x = 8):
+    target 0.90 +- 0.03, allowing 3 standard errors across problems (the independent units;
+    coordinates of one problem are correlated). The full table (300 problems, DPS and twisted SMC
+    beside) is ``calibration_table`` in ``invdiff bench samplers``."""
+    from invdiff.benchmarks.samplers_gmm import calibration_table
+
+    rows = {r["sampler"]: r for r in calibration_table(quick=True, problems=100, d_ys=(d_y,),
+                                                       only=("exact posterior draws", "SMC ensemble"))}
+    smc = rows["SMC ensemble"]
+    print(f"d_y={d_y}: SMC coverage {smc['coverage']} +- {smc['coverage_se']}; exact draws "
+          f"{rows['exact posterior draws']['coverage']}")
+    assert abs(smc["coverage"] - 0.9) <= 0.03 + 3 * smc["coverage_se"], smc
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -197,7 +197,8 @@ def gmm_table(quick: bool = True, device: str = "cpu", seeds: int | None = None)
     return rows
 
 
-def calibration_table(quick: bool = True, device: str = "cpu", problems: int | None = None) -> list[dict]:
+def calibration_table(quick: bool = True, device: str = "cpu", problems: int | None = None,
+                      d_ys: tuple[int, ...] = (1, 2), only: tuple[str, ...] | None = None) -> list[dict]:
     """Coverage of central 90% credible intervals over many random MCGdiff problems (``d_x = 8``).
 
     For each of ``problems`` random instances (prior weights, operator, noise, ``x_true`` all drawn
@@ -206,7 +207,7 @@ def calibration_table(quick: bool = True, device: str = "cpu", problems: int | N
     the per-problem hit rate and ``coverage_se`` the standard error across problems (coordinates
     of one problem are correlated, so problems are the independent units). Exact posterior draws
     give the reference row; the target for SMC is 0.90 +- 0.03. Quick: 60 problems, full: 300
-    (and SMC at 400 steps as well).
+    (and SMC at 400 steps as well). ``d_ys`` and ``only`` (sampler names) restrict the table.
     """
     from invdiff.diffusion.schedules import karras_sigmas
     from invdiff.samplers import DPS
@@ -214,7 +215,7 @@ def calibration_table(quick: bool = True, device: str = "cpu", problems: int | N
 
     problems = (60 if quick else 300) if problems is None else problems
     rows = []
-    for d_y in (1, 2):
+    for d_y in d_ys:
         for steps in ((100,) if quick else (100, 400)):
             samplers = {
                 "exact posterior draws": None,
@@ -226,6 +227,8 @@ def calibration_table(quick: bool = True, device: str = "cpu", problems: int | N
             }
             for name, make in samplers.items():
                 if steps != 100 and name != "SMC ensemble":  # the long run only shows SMC's convergence
+                    continue
+                if only is not None and name not in only:
                     continue
                 per_problem = []
                 t0 = time.perf_counter()
