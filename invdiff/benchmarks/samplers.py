@@ -111,14 +111,18 @@ def _race(fns: dict, repeats: int) -> dict:
 
 
 class _Counted(torch.nn.Module):
-    """Counts calls of a denoiser (deepinv wants an ``nn.Module``)."""
+    """Counts calls of a denoiser (deepinv wants an ``nn.Module``); when ``inputs`` is a list,
+    also keeps a copy of every ``(x, sigma)`` it is called with."""
 
     def __init__(self, denoiser) -> None:
         super().__init__()
         self.denoiser, self.calls = denoiser, 0
+        self.inputs: list | None = None
 
     def forward(self, x, sigma, *args, **kwargs):
         self.calls += 1
+        if self.inputs is not None:
+            self.inputs.append((x.detach().clone(), torch.as_tensor(sigma).detach().clone()))
         return self.denoiser(x, sigma)
 
 
@@ -267,6 +271,14 @@ def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
                 return run_
 
             res = _race({k: counted(k, fn) for k, fn in runs.items()}, repeats)
+            # each run's denoiser floor: forward + VJP of the denoiser at the very inputs that run
+            # gave it (the runs are deterministic), so that time = floor + the code's overhead
+            floors = {}
+            for k, fn in runs.items():
+                prior.inputs = []
+                fn()
+                floors[k], prior.inputs = _floor_loop_at(gmm, prior.inputs), None
+            floors = _race(floors, repeats)
             ref = res[ref_key]
             for k, r in res.items():
                 name, method, n_steps, dt, w = k
@@ -278,6 +290,7 @@ def dps_vs_deepinv(quick: bool, device: str) -> list[dict]:
                     "tuned_at_grid_edge": zeta in (grid[0], grid[-1]) if name == "invdiff DPS"
                     else weight in (grid_deepinv[0], grid_deepinv[-1]),
                     "cpu_s": r["cpu"], "cpu_vs_deepinv_f64": r["cpu"] / ref["cpu"],
+                    "denoiser_floor_cpu_s": floors[k]["cpu"], "overhead_cpu_s": r["cpu"] - floors[k]["cpu"],
                     "wall_s": r["wall"], "wall_vs_deepinv_f64": r["wall"] / ref["wall"],
                     "psnr_db": _psnr(r["out"], test), "psnr_sem_db": _psnr_sem(r["out"], test),
                     "psnr_minus_deepinv_f64_db": d, "paired_sem_db": d_sem, "torch_threads": threads,
@@ -306,9 +319,14 @@ def _floor_loop(D, xs: torch.Tensor, sigmas: list[float]):
     ``xs`` ``(steps, B, ...)`` are the iterates a sampler visited (the denoiser's cost depends
     on its input: the exact mixture's softmax is slower on noisy than on clean images)."""
     s = [torch.full((xs.shape[1],), float(v), dtype=xs.dtype, device=xs.device) for v in sigmas]
+    return _floor_loop_at(D, list(zip(xs, s)))
+
+
+def _floor_loop_at(D, inputs: list):
+    """:func:`_floor_loop` at recorded ``(x, sigma)`` pairs (see :class:`_Counted`)."""
 
     def loop():
-        for x, sigma in zip(xs, s):
+        for x, sigma in inputs:
             xi = x.detach().requires_grad_(True)
             out = D(xi, sigma)
             (g,) = torch.autograd.grad(out, xi, grad_outputs=torch.ones_like(out))
