@@ -11,8 +11,9 @@ Tables (``run`` returns ``{name: rows}``):
   operators: inpainting (cheap) and invdiff's 18-view CT (an operator that costs about a third
   of the denoiser). Columns: process CPU time and wall time (minimum over interleaved repeats;
   on a shared CPU the CPU time is the steadier one) and their ratios to deepinv float64 measured
-  in the same run, PSNR against the ground truth with its standard error, and the paired PSNR
-  difference to deepinv float64 with its standard error. The prior is the *exact empirical
+  in the same run, each run's denoiser floor (forward + VJP replayed at the inputs that run
+  gave the denoiser) and its overhead beyond it, PSNR against the ground truth with its
+  standard error, and the paired PSNR difference to deepinv float64 with its standard error. The prior is the *exact empirical
   prior* of a few hundred 32 x 32 CT phantoms (a zero-covariance ``GaussianMixture``), so both
   samplers use the same, exact denoiser; the guidance weight of each is picked on separate
   validation images from a grid (the two codes scale it differently). The exact posterior
