@@ -114,11 +114,42 @@ def test_smc_linear_gaussian_matches_closed_form():
     smc = SMCEnsemble(prior, steps=300, sigma_max=40.0, progress=False)
     out = smc.sample(y, Matrix(A, sigma=0.3), n_samples=300, generator=torch.Generator().manual_seed(3))
     assert out.samples.shape == (300, 8, 3) and out.log_weights.shape == (300, 8)
-    # one batched denoiser call per step for all 300 x 8 particles, plus one for the Gaussian data fit
-    assert out.nfe == 301
+    assert out.nfe == 300  # one batched denoiser call per step for all 300 x 8 particles
     assert out.trace["ess"].shape == (301, 8) and out.trace["split"] == "exact"
     torch.testing.assert_close(torch.logsumexp(out.log_weights, 0), torch.zeros(8, dtype=F64))
     _check_moments(out, post)
+
+
+def test_smc_with_fitted_gaussian_data_model_matches_closed_form():
+    """data_scale=None: the path through the fitted N(m, s^2 I) data model ends at the same exact posterior."""
+    prior, A, y, post = _linear_gaussian(seed=2)
+    out = SMCEnsemble(prior, steps=300, sigma_max=40.0, data_scale=None, progress=False).sample(
+        y, Matrix(A, sigma=0.3), n_samples=300, generator=torch.Generator().manual_seed(13))
+    assert out.nfe == 301  # + one batched call for the fit
+    assert math.isfinite(out.trace["data_model"]["scale"])
+    _check_moments(out, post)
+
+
+def test_gaussian_fit_exact_for_isotropic_and_trace_limit_for_anisotropic():
+    """Isotropic Gaussian data: m and s^2 exactly (the denoiser is affine). Anisotropic covariance:
+    s^2 -> tr(Sigma) / d with a relative bias of order lambda_max / sigma^2."""
+    from invdiff.diffusion.denoiser import gaussian_fit
+
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.randn(5, generator=gen, dtype=F64)
+    m, s2 = gaussian_fit(Gaussian(mean, 0.7**2), (5,), 50.0, dtype=F64, generator=gen)
+    torch.testing.assert_close(m, mean, rtol=1e-9, atol=1e-9)
+    assert abs(s2 - 0.49) < 1e-9
+    cov = torch.diag(torch.tensor([4.0, 1.0, 0.25, 0.25, 0.0625], dtype=F64))
+    for sigma in (20.0, 200.0):
+        _, s2 = gaussian_fit(Gaussian(mean, cov), (5,), sigma, n=4096, dtype=F64, generator=gen)
+        exact = float(cov.trace()) / 5
+        # slope of the fit: mean of lambda / (lambda + sigma^2), sampling error ~ 1 / sqrt(n d)
+        assert abs(s2 - exact) / exact < 4.0 / sigma**2 + 5 * 2 / math.sqrt(4096 * 5), (sigma, s2, exact)
+    with pytest.raises(ValueError, match="n"):
+        gaussian_fit(Gaussian(mean, 1.0), (5,), 10.0, n=1)
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_fit(Gaussian(mean, 1.0), (5,), float("inf"))
 
 
 def test_smc_exact_split_is_stable_for_tiny_noise():
@@ -221,7 +252,7 @@ def test_smc_beats_dps_on_mcgdiff_mixture():
     for seed in (0, 1):
         prob = mcgdiff_problem(8, 1, seed=seed)
         smax = _sigma_max(prob["prior"])
-        smc = SMCEnsemble(prob["prior"], steps=99, sigma_max=smax, progress=False)
+        smc = SMCEnsemble(prob["prior"], steps=99, sigma_max=smax, data_scale=None, progress=False)
         dps = DPS(prob["prior"], sigmas=karras_sigmas(100, 0.002, smax), progress=False)
         for name, sampler, n_per in (("smc", smc, 128), ("dps", dps, None)):
             xs, w, nfe, _ = _run_sampler(sampler, prob, n_per, 512, 1)
@@ -249,7 +280,7 @@ def test_smc_beats_dps_on_mcgdiff_mixture_d80():
             prob = mcgdiff_problem(80, d_y, seed=seed)
             smax = _sigma_max(prob["prior"])
             runs = {"twisted": (TwistedSMC(prob["prior"], steps=99, sigma_max=smax, progress=False), 64),
-                    "smc": (SMCEnsemble(prob["prior"], steps=99, sigma_max=smax, progress=False), 64),
+                    "smc": (SMCEnsemble(prob["prior"], steps=99, sigma_max=smax, data_scale=None, progress=False), 64),
                     "dps": (DPS(prob["prior"], sigmas=karras_sigmas(100, 0.002, smax), progress=False), None)}
             for name, (sampler, n_per) in runs.items():
                 xs, w, nfe, _ = _run_sampler(sampler, prob, n_per, 1024, 1)

@@ -138,7 +138,8 @@ def gmm_table(quick: bool = True, device: str = "cpu", seeds: int | None = None)
     Quick: ``d_x in {8, 80}``, ``d_y in {1, 2}``, ``N in {64, 256}``, 512 draws, 2 random
     problems. Full: ``d_x in {8, 80, 800}``, ``d_y in {1, 2, 4}``, ``N in {64, 256, 1024}``, 1024
     draws, 4 problems. 100 denoiser calls per draw for every sampler (SMC: 99 noise levels and
-    one call for its Gaussian data fit); SMC's draws pool ``draws / N`` independent ensembles. Each row averages over the problems:
+    one call for its Gaussian data fit, ``data_scale=None``; twisted SMC: 99 and one for its
+    fitted twist scale); SMC's draws pool ``draws / N`` independent ensembles. Each row averages over the problems:
     ``sw``, ``sw_floor`` (two exact sets), ``sw_ratio`` (= sw / sw_floor; 1 is exact sampling),
     ``mode_tv``, ``mode_tv_floor`` and ``time_s``. DPS runs on the same Karras noise levels with
     its defaults (``zeta = 1``, norm guidance); RED-Diff with its defaults.
@@ -165,8 +166,10 @@ def gmm_table(quick: bool = True, device: str = "cpu", seeds: int | None = None)
         for seed in range(seeds):
             prob = mcgdiff_problem(d_x, d_y, seed=seed, device=device)
             prior, smax = prob["prior"], _sigma_max(prob["prior"])
-            # SMC: one call of the Gaussian data fit + (steps - 1) levels = the same NFE as the others
-            runs = [("SMC ensemble", n, lambda: SMCEnsemble(prior, steps=steps - 1, sigma_max=smax, progress=False))
+            # SMC with the fitted Gaussian data model: one call of the fit + (steps - 1) levels = the
+            # same NFE as the others
+            runs = [("SMC ensemble (data fit)", n, lambda: SMCEnsemble(prior, steps=steps - 1, sigma_max=smax,
+                                                                        data_scale=None, progress=False))
                     for n in particles]
             runs += [("twisted SMC", n, lambda: TwistedSMC(prior, steps=steps - 1, sigma_max=smax, progress=False))
                      for n in particles[-2:]]
@@ -208,7 +211,8 @@ def calibration_table(quick: bool = True, device: str = "cpu", problems: int | N
     of one problem are correlated, so problems are the independent units). Exact posterior draws
     give the reference row, and ``minus_exact`` the paired difference to it on the same problems
     (which removes the problems' shared scatter: 300 problems give exact draws 0.88-0.89, 1500
-    give 0.896-0.899); the target for SMC is 0.90 +- 0.03. Quick: 60 problems, full: 300
+    give 0.896-0.899); the target for SMC is 0.90 +- 0.03. SMC rows use the fitted Gaussian data
+    model (``data_scale=None``, 99 levels + 1 call). Quick: 60 problems, full: 300
     (and SMC at 400 steps as well). ``d_ys`` and ``only`` (sampler names) restrict the table.
     """
     from invdiff.diffusion.schedules import karras_sigmas
@@ -222,9 +226,11 @@ def calibration_table(quick: bool = True, device: str = "cpu", problems: int | N
         for steps in ((100,) if quick else (100, 400)):
             samplers = {
                 "exact posterior draws": None,
-                "SMC ensemble": lambda p, s: SMCEnsemble(p, steps=steps - 1, sigma_max=s, progress=False),
+                "SMC ensemble": lambda p, s: SMCEnsemble(p, steps=steps - 1, sigma_max=s, data_scale=None,
+                                                         progress=False),
                 "SMC ensemble (plain DDPM kernel)": lambda p, s: SMCEnsemble(p, steps=steps - 1, sigma_max=s,
-                                                                             analytic_variance=False, progress=False),
+                                                                             data_scale=None, analytic_variance=False,
+                                                                             progress=False),
                 "twisted SMC": lambda p, s: TwistedSMC(p, steps=steps - 1, sigma_max=s, progress=False),
                 "DPS": lambda p, s: DPS(p, sigmas=karras_sigmas(steps, 0.002, s), progress=False),
             }
