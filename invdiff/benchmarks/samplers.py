@@ -481,13 +481,15 @@ def exact_posterior_images(quick: bool, device: str) -> list[dict]:
         add(f"deepinv DPS (weight={weight:g})", xs.float()[:, None], counted.calls)
     out = REDDiff(prior, steps=steps, progress=False).sample(y, physics, n_samples=n, generator=gen())
     add("invdiff RED-Diff (point estimate)", out.samples, out.nfe)
-    try:
-        from invdiff.samplers.smc import SMCEnsemble
-    except ImportError:  # pragma: no cover - the SMC module is optional here
-        SMCEnsemble = None
-    if SMCEnsemble is not None:
-        out = SMCEnsemble(prior, steps=steps, progress=False).sample(y, physics, n_samples=n, generator=gen())
-        add(f"invdiff SMC ensemble (N={n})", out.samples, out.nfe, out.log_weights)
+    from invdiff.samplers.smc import SMCEnsemble, TwistedSMC
+
+    out = SMCEnsemble(prior, steps=steps, progress=False).sample(y, physics, n_samples=n, generator=gen())
+    add(f"invdiff SMC ensemble (N={n})", out.samples, out.nfe, out.log_weights)
+    out = SMCEnsemble(prior, steps=steps - 1, data_scale=None, progress=False).sample(
+        y, physics, n_samples=n, generator=gen())
+    add(f"invdiff SMC ensemble, data fit (N={n})", out.samples, out.nfe, out.log_weights)
+    out = TwistedSMC(prior, steps=steps - 1, progress=False).sample(y, physics, n_samples=n, generator=gen())
+    add(f"invdiff twisted SMC (N={n})", out.samples, out.nfe, out.log_weights)
     return rows
 
 
