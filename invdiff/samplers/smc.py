@@ -297,6 +297,11 @@ class _SMCBase(Sampler):
         self.eta, self.resampling, self.ess_threshold = float(eta), resampling, float(ess_threshold)
         self.analytic_variance = bool(analytic_variance)
 
+    def _fit_data(self, problem: Problem, sigma: float, generator) -> tuple[Tensor, float]:
+        """Isotropic Gaussian fit ``(m, s^2)`` of the prior at ``sigma`` (one batched denoiser call)."""
+        return gaussian_fit(self.denoiser, problem.x_shape, sigma, n=max(16, min(problem.n, 256)),
+                            generator=generator, dtype=problem.dtype, device=problem.device)
+
     def _kernel(self, problem: Problem, x: Tensor, x0_hat: Tensor, log_w: Tensor, sigma: float,
                 sigma_next: float) -> tuple[Tensor, float]:
         """The prior transition's mean and variance (with the ensemble's x0 variance if ``analytic_variance``)."""
@@ -479,8 +484,7 @@ class SMCEnsemble(_SMCBase):
             return 0.0, math.inf
         m, s2 = self.data_mean, None if self.data_scale is None else float(self.data_scale) ** 2
         if m is None or s2 is None:
-            m_fit, s2_fit = gaussian_fit(self.denoiser, problem.x_shape, sigma_max, n=max(16, min(problem.n, 256)),
-                                         generator=generator, dtype=problem.dtype, device=problem.device)
+            m_fit, s2_fit = self._fit_data(problem, sigma_max, generator)
             m = m_fit if m is None else m
             s2 = s2_fit if s2 is None else s2
         m = torch.as_tensor(m, dtype=problem.dtype, device=problem.device)
@@ -644,8 +648,7 @@ class TwistedSMC(_SMCBase):
         n, shape, dt, dev = problem.n, problem.x_shape, problem.dtype, problem.device
         s0 = self.twist_scale
         if s0 is None:
-            s0 = math.sqrt(gaussian_fit(self.denoiser, shape, sigmas[0], n=max(16, min(n, 256)), generator=generator,
-                                        dtype=dt, device=dev)[1])
+            s0 = math.sqrt(self._fit_data(problem, sigmas[0], generator)[1])
         trace["twist_scale"] = s0
         x = sigmas[0] * randn((n, *shape), generator, dev, dt)
         x0_hat, log_twist, g = self._twist(problem, x, sigmas[0], s0)
