@@ -64,6 +64,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from invdiff.samplers.registry import register
 from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, check_sigmas
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import randn
@@ -128,6 +129,7 @@ def _guidance(denoiser, x: Tensor, sigma, problem: Problem, guidance: Guidance,
     return x0_hat.detach(), grad, sq
 
 
+@register("dps", "DPS (Chung et al. 2023): guided reverse diffusion, one VJP per step")
 class DPS(Sampler):
     """Diffusion Posterior Sampling (Chung et al. 2023) on any of invdiff's step solvers.
 

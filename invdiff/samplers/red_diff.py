@@ -63,6 +63,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from invdiff.samplers.registry import register
 from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, check_sigmas
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import randn
@@ -79,6 +80,7 @@ WEIGHTINGS: dict[str, Callable[[float], float]] = {
 }
 
 
+@register("red-diff", "RED-Diff (Mardani et al. 2024): variational mode seeking, a point estimate")
 class REDDiff(Sampler):
     """RED-Diff (Mardani et al. 2024): Adam on the variational mean over descending noise levels.
 

@@ -84,6 +84,7 @@ from torch import Tensor
 from invdiff.diffusion.denoiser import gaussian_fit
 from invdiff.diffusion.schedules import karras_sigmas
 from invdiff.diffusion.solvers import ancestral_sigmas
+from invdiff.samplers.registry import register
 from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, check_sigmas
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import rand, randn
@@ -346,6 +347,7 @@ class _SMCBase(Sampler):
 # --------------------------------------------------------------------------------------------
 # SMC ensemble (Chen et al. 2025)
 # --------------------------------------------------------------------------------------------
+@register("smc", "SMC ensemble (Chen et al. 2025): weighted particles, exact split for linear-Gaussian")
 class SMCEnsemble(_SMCBase):
     r"""Approximation-free ensemble sampler (Chen, Ren, Min, Ying, Izzo 2025) as weighted SMC.
 
@@ -591,6 +593,7 @@ class SMCEnsemble(_SMCBase):
 # --------------------------------------------------------------------------------------------
 # Twisted SMC (TDS, Wu et al. 2023)
 # --------------------------------------------------------------------------------------------
+@register("twisted-smc", "Twisted SMC (TDS, Wu et al. 2023): particles twisted by the x0 estimate")
 class TwistedSMC(_SMCBase):
     """Twisted diffusion sampler (Wu, Trippe, Naesseth, Blei, Cunningham 2023) over ``D(x, sigma)``.
 
