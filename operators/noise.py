@@ -39,3 +39,26 @@ def make_noise(
     if gain is not None:
         return PoissonNoise(gain=gain, rng=generator)
     return ZeroNoise()
+
+
+class ComplexGaussianNoise(NoiseModel):
+    r"""Circular complex Gaussian noise on complex data stored as (real, imag) channels.
+
+    .. math:: y = z + n, \qquad n \sim \mathcal{CN}(0, \sigma^2 I), \qquad \mathbb E|n_j|^2 = \sigma^2,
+
+    so each real channel gets std :math:`\sigma / \sqrt 2` (deepinv's ``GaussianNoise(s)`` on the
+    same channels is :math:`\mathcal{CN}(0, 2 s^2)`). The samplers' matching likelihood is
+    :class:`invdiff.samplers.likelihood.ComplexGaussianLikelihood`.
+
+    >>> ComplexGaussianNoise(1.0, rng=torch.Generator().manual_seed(0))(torch.zeros(1, 2, 3)).shape
+    torch.Size([1, 2, 3])
+    """
+
+    def __init__(self, sigma: float = 0.1, rng: torch.Generator | None = None) -> None:
+        super().__init__(rng=rng)
+        check_positive("sigma", sigma, allow_zero=True)
+        self.sigma = float(sigma)
+
+    def forward(self, x: torch.Tensor, seed: int | None = None, **kwargs) -> torch.Tensor:
+        self.rng_manual_seed(seed)
+        return x + (self.sigma / 2**0.5) * self.randn_like(x)
