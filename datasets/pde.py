@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from invdiff.utils import atomic_path, check_positive, progress as _progress
+from invdiff.utils.io import remove_stale_temporaries
 from invdiff.utils.random import rand, randn
 
 SCHEMA = "invdiff.pde/1"
@@ -169,6 +170,10 @@ def default_config(pde: str, resolution: str | int | Sequence[int] | None = None
         if k not in cfg:
             raise ValueError(f"{pde}: unknown parameter {k!r}; expected one of {sorted(cfg)}")
         cfg[k] = v
+    for k, v in cfg.items():  # inf/NaN parameters would give an all-NaN data set
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        if any(isinstance(e, float) and not math.isfinite(e) for e in vals):
+            raise ValueError(f"{pde}: parameter {k}: expected finite values, got {v}")
     check_positive("t_final", cfg["t_final"])
     if int(cfg["n_frames"]) != cfg["n_frames"] or cfg["n_frames"] < 2:
         raise ValueError(f"n_frames: expected an integer >= 2, got {cfg['n_frames']}")
@@ -294,6 +299,12 @@ def simulate(pde: str, n: int, seed: int, out: str | os.PathLike, chunk: int = 1
             old = json.loads((partial / "manifest.json").read_text())
         except (OSError, ValueError):
             old = None
+        if old != manifest and not any(partial.glob("chunk_*.nc")):  # nothing finished: start afresh
+            shutil.rmtree(partial)
+            old = manifest
+            partial.mkdir(parents=True)
+            with atomic_path(partial / "manifest.json") as tmp:
+                tmp.write_text(json.dumps(manifest, sort_keys=True))
         if old != manifest:
             raise ValueError(f"{partial} holds an interrupted run with different arguments ({old}); "
                              f"rerun with those arguments or delete the folder")
@@ -305,8 +316,18 @@ def simulate(pde: str, n: int, seed: int, out: str | os.PathLike, chunk: int = 1
     files = [partial / f"chunk_{s:08d}_{e:08d}.nc" for s, e in bounds]
     todo = [(b, f) for b, f in zip(bounds, files) if not f.exists()]
     bar = _progress(todo, progress, desc=f"simulate {pde}", unit="chunk", total=len(bounds), initial=len(bounds) - len(todo))
-    for (s, e), f in bar:
-        _write(to_dataset(pde, cfg, seed, generate(pde, cfg, seed, s, e, device, dtype), start=s), f)
+    try:
+        for (s, e), f in bar:
+            arrays = generate(pde, cfg, seed, s, e, device, dtype)
+            for k, v in arrays.items():
+                if not np.isfinite(v).all():
+                    raise FloatingPointError(f"simulate {pde}: non-finite values in {k!r} of samples {s}..{e - 1}; "
+                                             f"the settings are unstable ({json.dumps(cfg)})")
+            _write(to_dataset(pde, cfg, seed, arrays, start=s), f)
+    except Exception:
+        if not any(partial.glob("chunk_*.nc")):  # a failed run with nothing to resume leaves nothing behind
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     parts = [xr.open_dataset(f, engine="h5netcdf") for f in files]
     try:
         ds = xr.concat(parts, dim="sample", data_vars="minimal", coords="minimal", compat="override").load()
@@ -316,6 +337,7 @@ def simulate(pde: str, n: int, seed: int, out: str | os.PathLike, chunk: int = 1
     ds.attrs.update(parts[0].attrs if parts else {}, n_samples=int(n))
     _write(ds, out)
     shutil.rmtree(partial)
+    remove_stale_temporaries(out)  # hidden temporaries of killed earlier runs
     return out
 
 

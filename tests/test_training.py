@@ -73,7 +73,7 @@ def test_card_and_checkpoint(tmp_path):
         assert key in card
     assert card["command"] == "invdiff train --config x.json" and card["steps"] == 20
     assert card["final_loss"] == pytest.approx(sum(res.losses) / len(res.losses))
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["card.json", "model.safetensors", "state.pt"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["card.json", "model.safetensors", "state.safetensors"]
     D = load_checkpoint(tmp_path / "run")
     x = torch.randn(4, 2)
     assert torch.equal(D(x, 0.5), res.prior(x, 0.5))
@@ -84,7 +84,7 @@ def test_config_errors(tmp_path):
         TrainConfig.from_dict(tiny_config(learning_rate=1.0))
     with pytest.raises(ValueError, match="missing"):
         TrainConfig.from_dict({"name": "x"})
-    with pytest.raises(FileNotFoundError, match="state.pt"):
+    with pytest.raises(FileNotFoundError, match="state.safetensors"):
         train(tiny_config(), tmp_path / "none", resume=True, progress=False)
 
 
@@ -99,10 +99,11 @@ def test_cli_train(tmp_path):
 
 SCRIPT = """
 import json, os, sys, torch
+from safetensors.torch import save_file
 from invdiff.diffusion.training import train
 cfg = json.loads(sys.argv[1]); out = sys.argv[2]
 res = train(cfg, out, progress=False)
-torch.save({k: v.clone() for k, v in res.prior.state_dict().items()}, os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+save_file({k: v.clone().contiguous() for k, v in res.prior.state_dict().items()}, os.path.join(out, f"rank{os.environ['RANK']}.safetensors"))
 """
 
 
@@ -117,8 +118,10 @@ def test_ddp_two_ranks_identical_weights(tmp_path):
            str(script), json.dumps(cfg), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    w0 = torch.load(out / "rank0.pt")
-    w1 = torch.load(out / "rank1.pt")
+    from safetensors.torch import load_file
+
+    w0 = load_file(out / "rank0.safetensors")
+    w1 = load_file(out / "rank1.safetensors")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     # the ranks drew different data (seed + 1000 rank), so training moved the weights
     single = train(cfg, tmp_path / "single", progress=False)

@@ -39,7 +39,6 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    import h5py
     import torch
 
     import invdiff
@@ -47,7 +46,8 @@ def run(args) -> int:
     from invdiff.cli.demo import make_sampler
     from invdiff.datasets.loaders import load_array, save_hdf5
     from invdiff.diffusion.training import load_checkpoint
-    from invdiff.utils.checks import check_finite
+    from invdiff.datasets.loaders import hdf5_keys
+    from invdiff.utils.validate import check_measurement, check_prior_operator, check_range
 
     if args.samples < 1 or args.steps < 1:
         raise ValueError(f"--samples and --steps: expected >= 1, got {args.samples}, {args.steps}")
@@ -61,24 +61,25 @@ def run(args) -> int:
     prior = load_checkpoint(args.prior, device=device) if args.prior.endswith(".safetensors") else invdiff.load_prior(args.prior, device=device)
     physics = operators.make(args.operator, device=device, generator=torch.Generator(device=device).manual_seed(args.seed), **op_kwargs)
     x_shape = tuple(physics.x_shape)
-    if prior.card["network"].get("in_channels", x_shape[0]) != x_shape[0]:
-        raise ValueError(f"prior {args.prior} has {prior.card['network']['in_channels']} channels, operator {args.operator} expects x_shape {x_shape}")
+    check_prior_operator(prior, x_shape, f"prior {args.prior}", f"operator {args.operator}")  # also for .safetensors paths
     path = Path(args.input)
     if not path.exists():
         raise FileNotFoundError(f"--input: no such file {path}")
     x_true = None
     if path.suffix.lower() in (".h5", ".hdf5"):
-        with h5py.File(path, "r") as f:
-            has_y, has_x = "y" in f, "x" in f
+        keys = hdf5_keys(path)
+        has_y, has_x = "y" in keys, "x" in keys
         if not (has_y or has_x):
             raise ValueError(f"--input {path}: expected a dataset 'y' (measurement) or 'x' (signal)")
         if has_y:
-            y = torch.as_tensor(h5py.File(path, "r")["y"][()], dtype=torch.float32).to(device)
-            check_finite("y", y)
+            y = load_array(path, key="y", expected_shape=getattr(physics, "y_shape", None)).to(device)  # complex -> (re, im)
+            check_measurement(y, physics, x_shape)
         if has_x:
             x_true = load_array(path, key="x", expected_shape=x_shape).to(device)
     else:
         x_true = load_array(path, expected_shape=x_shape).to(device)
+    if x_true is not None:
+        check_range(x_true, prior, "the input signal")
     if x_true is not None and not (path.suffix.lower() in (".h5", ".hdf5") and has_y):
         y = physics(x_true)
     sampler = make_sampler(args.sampler, prior, args.steps, zeta=args.zeta, lam_ref=args.lam_ref, progress=args.progress)

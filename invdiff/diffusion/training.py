@@ -12,9 +12,12 @@ Checkpoints (all written atomically, every ``checkpoint_every`` steps and at the
 - ``model.safetensors``: the EMA weights (what :func:`load_checkpoint` and the zoo load),
 - ``card.json``: network name and config, preconditioning, data generator and its parameters,
   seed, steps, final loss, package/torch versions, command line, parameter count,
-- ``state.pt``: everything needed to continue exactly (raw weights, EMA, optimiser, the RNG
-  states of the data generator and of torch, the loss history); ``resume=True`` continues from
-  it and gives the same losses and weights as an uninterrupted run.
+- ``state.safetensors``: everything needed to continue exactly (raw weights, EMA, optimiser, the
+  RNG states of the data generator and of torch, the loss history, the config), stored without
+  pickle (:mod:`invdiff.diffusion.state`: a crafted file cannot run code); ``resume=True``
+  continues from it and gives the same losses and weights as an uninterrupted run. Resuming with
+  a different config (other than ``steps``, ``checkpoint_every``, ``threads``) or with fewer
+  total steps than already done is refused, naming the difference.
 
 Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
 ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs); rank r draws its data from seed
@@ -32,6 +35,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +47,7 @@ from torch import nn
 
 from invdiff.diffusion.edm import EDMPrecond, edm_loss
 from invdiff.diffusion.networks import build_network
+from invdiff.diffusion.state import LEGACY_STATE_NAME, STATE_NAME, load_state, save_state
 from invdiff.utils.io import atomic_path
 from invdiff.utils.progress import progress as _progress
 
@@ -83,6 +88,10 @@ class TrainConfig:
         if missing:
             raise ValueError(f"config: missing required keys {sorted(missing)}")
         cfg = cls(**d)
+        if not isinstance(cfg.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cfg.name):
+            raise ValueError(f"config.name: expected letters, digits, '.', '_', '-' (it names the output folder), got {cfg.name!r}")
+        if not isinstance(cfg.network, dict) or not isinstance(cfg.data, dict) or not isinstance(cfg.betas, (list, tuple)):
+            raise ValueError("config: 'network' and 'data' must be JSON objects and 'betas' a list of two numbers")
         cfg.betas = tuple(cfg.betas)
         if "name" not in cfg.network or "generator" not in cfg.data:
             raise ValueError("config: 'network' needs a 'name' and 'data' needs a 'generator'")
@@ -93,7 +102,26 @@ class TrainConfig:
                 raise ValueError(f"config.{key}: expected >= 1, got {getattr(cfg, key)}")
         if not 0 <= cfg.ema_decay < 1:
             raise ValueError(f"config.ema_decay: expected in [0, 1), got {cfg.ema_decay}")
+        cfg._check_numbers()
         return cfg
+
+    def _check_numbers(self) -> None:
+        """Reject non-finite or out-of-range numbers (``grad_clip < 0`` would train uphill)."""
+        positive = ("lr", "grad_clip", "sigma_data", "P_std")
+        for key in positive + ("weight_decay", "warmup", "P_mean", "data_mean"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"config.{key}: expected a finite number, got {v!r}")
+            if key in positive and v <= 0:
+                raise ValueError(f"config.{key}: expected > 0, got {v}")
+            if key in ("weight_decay", "warmup") and v < 0:
+                raise ValueError(f"config.{key}: expected >= 0, got {v}")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"config.betas: expected two numbers in [0, 1), got {list(self.betas)}")
+        for key in ("batch_size", "steps", "checkpoint_every", "seed"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"config.{key}: expected an integer, got {v!r}")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "TrainConfig":
@@ -176,17 +204,17 @@ def _save(out: Path, cfg: TrainConfig, model: EDMPrecond, ema: EDMPrecond, opt, 
     }
     state = {
         "step": step,
+        "config": cfg.to_dict(),
         "model": model.state_dict(),
         "ema": ema.state_dict(),
         "opt": opt.state_dict(),
         "data_rng": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "losses": list(losses),
+        "cuda_rng": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else None,
+        "losses": torch.tensor(losses, dtype=torch.float64),
     }
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "state.pt") as tmp:
-        torch.save(state, tmp)
+    save_state(out / STATE_NAME, state)
     weights = {k: v.detach().float().cpu().contiguous() for k, v in ema.net.state_dict().items()}
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(weights, str(tmp), metadata={"card": json.dumps(card)})
@@ -208,7 +236,7 @@ def train(
     """Train the prior described by ``config``; write checkpoints to ``out``.
 
     ``steps`` overrides the config's total step count; ``resume`` continues from
-    ``out/state.pt``; ``stop_after`` stops (with a checkpoint) after that many steps of this
+    ``out/state.safetensors``; ``stop_after`` stops (with a checkpoint) after that many steps of this
     call, as if the run were killed there (used to test exact resumption).
     """
     if not isinstance(config, TrainConfig):
@@ -218,8 +246,14 @@ def train(
     if total < 1:
         raise ValueError(f"steps: expected >= 1, got {total}")
     out = Path(out)
-    if resume and not (out / "state.pt").exists():
-        raise FileNotFoundError(f"--resume: no checkpoint {out / 'state.pt'}")
+    if resume and not (out / STATE_NAME).exists():
+        if (out / LEGACY_STATE_NAME).exists():
+            load_state(out / LEGACY_STATE_NAME)  # raises: pickles are refused, never loaded
+        raise FileNotFoundError(f"--resume: no checkpoint {out / STATE_NAME}")
+    state = None
+    if resume:
+        state = load_state(out / STATE_NAME)
+        _check_resume(state, cfg, total, out / STATE_NAME)
     rank, world, distributed = _dist_info()
     if distributed and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and (device is None or "cuda" in str(device)) else "gloo"
@@ -239,8 +273,7 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     sample_data = make_data(cfg.data)
     step, losses = 0, []
-    if resume:
-        state = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -248,7 +281,7 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        step, losses = int(state["step"]), list(state["losses"])
+        step, losses = int(state["step"]), state["losses"].tolist()
     ddp = model
     if distributed:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -299,6 +332,25 @@ def train(
         torch.distributed.barrier()
     ema.eval()
     return TrainResult(prior=ema, losses=losses, out=out, card=card)
+
+
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "threads")
+
+
+def _check_resume(state: dict, cfg: TrainConfig, total: int, path: Path) -> None:
+    """Refuse to resume with another config (naming each difference) or fewer total steps."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: the checkpoint records no config; cannot check that it matches")
+    now = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as stored
+    diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+            if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
+    if diff:
+        raise ValueError(f"--resume: the config differs from the checkpoint's ({'; '.join(diff)}); "
+                         "use the original config or train into a new folder")
+    done = int(state.get("step", 0))
+    if total < done:
+        raise ValueError(f"--resume: steps {total} is fewer than the {done} steps already done in {path.parent}")
 
 
 def _ddp_loss(ddp: nn.Module, model: EDMPrecond, x0, gen, cfg: TrainConfig) -> torch.Tensor:
