@@ -144,12 +144,17 @@ def _gaussian_data(n: int, generator=None, device=None, dtype=torch.float32, dim
 def make_data(spec: dict) -> Callable[..., torch.Tensor]:
     """The data sampler ``sample(n, generator, device, dtype)`` of a config's ``data`` entry.
 
-    ``{"generator": "ct-phantom" | "mri-phantom", "params": {"size": 64}}``, or ``"gaussian"``
+    ``{"generator": "ct-phantom" | "mri-phantom", "params": {"size": 64}}``, ``"hpsm"`` (channels,
+    ``params`` of :func:`invdiff.datasets.channels.make_generator`), or ``"gaussian"``
     (toy data ``N(mean, std^2 I_dim)``, for tests).
     """
     name, params = spec["generator"], dict(spec.get("params", {}))
     if name == "gaussian":
         return lambda n, generator=None, device=None, dtype=torch.float32: _gaussian_data(n, generator, device, dtype, **params)
+    if name == "hpsm":  # wireless channels (datasets/channels_hpsm.md)
+        from invdiff.datasets.channels import make_generator as make_channels
+
+        return make_channels(name, **params)
     from invdiff.datasets.phantoms import make_generator
 
     return make_generator(name, **params)

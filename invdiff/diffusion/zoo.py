@@ -59,17 +59,21 @@ def load_prior(name: str, device: str | torch.device | None = None, dtype: torch
     The module has ``.card`` (its training card) and ``.x_shape`` (one signal, no batch axis).
     """
     prior = load_checkpoint(_path(name), device=device, dtype=dtype)
-    size = prior.card["data"]["params"].get("size", 64)
-    prior.x_shape = (prior.card["network"]["in_channels"], size, size)
+    if "x_shape" in prior.card:  # e.g. channels (2, Nr, Nt)
+        prior.x_shape = tuple(prior.card["x_shape"])
+    else:
+        size = prior.card["data"]["params"].get("size", 64)
+        prior.x_shape = (prior.card["network"]["in_channels"], size, size)
     prior.name = name
     return prior
 
 
-def export_prior(run_dir: str | os.PathLike, name: str, command: str | None = None) -> Path:
+def export_prior(run_dir: str | os.PathLike, name: str, command: str | None = None, x_shape=None) -> Path:
     """Copy the EMA weights of a training run into ``invdiff/assets/<name>`` as float16.
 
     ``command`` (recorded in the card) is the command that reproduces the run, e.g.
-    ``invdiff train --config configs/ct-phantom-64.json --steps 4000``.
+    ``invdiff train --config configs/ct-phantom-64.json --steps 4000``. ``x_shape`` (one signal,
+    no batch axis) is recorded in the card for priors whose signals are not square images.
     """
     from safetensors.torch import load_file, save_file
 
@@ -77,6 +81,8 @@ def export_prior(run_dir: str | os.PathLike, name: str, command: str | None = No
     c = json.loads((run_dir / "card.json").read_text())
     if command is not None:
         c["command"] = command
+    if x_shape is not None:
+        c["x_shape"] = list(x_shape)
     c["weights_dtype"] = "float16"
     weights = {k: v.to(torch.float16).contiguous() for k, v in load_file(str(run_dir / "model.safetensors")).items()}
     out = ASSETS / f"{name}.safetensors"
