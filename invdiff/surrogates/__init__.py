@@ -1,0 +1,33 @@
+"""PDE surrogates: diffusion over whole trajectories (WDNO, wavelet domain) and baselines.
+
+* :mod:`~invdiff.surrogates.wavelet`: periodised 2D DWT over (t, x), bands as channels, band scaling.
+* :mod:`~invdiff.surrogates.wdno`: the conditional trajectory prior ``D(x, sigma, u0=, f=)`` and sampler.
+* :mod:`~invdiff.surrogates.fno`: a minimal FNO and persistence (baselines).
+* :mod:`~invdiff.surrogates.data`, :mod:`~invdiff.surrogates.train`: Burgers data, training, saving.
+* :func:`load_surrogate`: the shipped Burgers surrogate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from invdiff.surrogates.fno import FNO2d, persistence
+from invdiff.surrogates.wavelet import DWT2, BandScaler
+from invdiff.surrogates.wdno import WDNO, generate, overwrite
+
+__all__ = ["DWT2", "BandScaler", "WDNO", "FNO2d", "persistence", "generate", "overwrite", "load_surrogate", "available"]
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "surrogates"
+
+
+def available() -> list[str]:
+    """Names of the shipped surrogates."""
+    return sorted(p.stem for p in ASSETS.glob("*.safetensors"))
+
+
+def load_surrogate(name: str = "burgers-wdno-32x64"):
+    """A shipped surrogate (eval mode, ``.card`` attached), e.g. ``load_surrogate("burgers-wdno-32x64")``."""
+    from invdiff.surrogates.train import load_model
+
+    if name not in available():
+        raise ValueError(f"unknown surrogate {name!r}; shipped: {available()}")
+    return load_model(ASSETS / f"{name}.safetensors")

@@ -1,0 +1,169 @@
+r"""Training of the Burgers surrogates (WDNO, physical-domain diffusion, FNO), with a card.
+
+Diffusion models minimise the EDM loss (Karras et al. 2022) on the scaled state, with the
+known channels overwritten by the clean condition (see :mod:`invdiff.surrogates.wdno`) and the
+:math:`u_0` condition dropped with probability ``p_uncond`` per sample:
+
+.. math::
+    \mathbb E\, \lambda(\sigma)\, \| D(x_0 + \sigma n, \sigma \mid m_{u_0} u_0, f) - x_0 \|^2,
+    \quad \ln\sigma \sim \mathcal N(-1.2, 1.2^2).
+
+The FNO baseline minimises the mean squared error of the scaled trajectory. Both use Adam with
+a linear warm-up, gradient clipping and an exponential moving average of the weights (the EMA
+weights are saved). A run stops at ``steps`` or at ``time_limit`` seconds, whichever is first
+(the card records the steps actually taken).
+
+Command line (one thread, as the shipped model)::
+
+    OMP_NUM_THREADS=1 python -m invdiff.surrogates.train --config configs/burgers-wdno-32x64.json --out runs/wdno
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from invdiff.diffusion.edm import loss_weight, sample_sigma
+from invdiff.surrogates.data import burgers_trajectories
+from invdiff.surrogates.fno import FNO2d
+from invdiff.surrogates.wdno import WDNO
+from invdiff.utils.io import atomic_path
+from invdiff.utils.random import rand, randn_like
+
+__all__ = ["build_model", "train", "save_model", "load_model", "main"]
+
+
+def build_model(card: dict) -> torch.nn.Module:
+    """The (untrained) model of a config/card: ``{"model": "wdno"|"fno", "network": {...}}``."""
+    kind, net = card.get("model"), dict(card.get("network", {}))
+    if kind == "wdno":
+        return WDNO(**net)
+    if kind == "fno":
+        return FNO2d(**net)
+    raise ValueError(f"model: expected 'wdno' or 'fno', got {kind!r}")
+
+
+def _diffusion_loss(model: WDNO, x0, known, mask, gen):
+    sigma = sample_sigma(x0.shape[0], gen, device=x0.device, dtype=x0.dtype)
+    s = sigma.reshape(-1, 1, 1, 1)
+    D = model(x0 + s * randn_like(x0, gen), sigma, known=(known, mask))
+    return (loss_weight(s, model.sigma_data) * (D - x0) ** 2).mean()
+
+
+def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warmup: int = 200, grad_clip: float = 1.0,
+          ema_decay: float = 0.999, p_uncond: float = 0.2, seed: int = 0, time_limit: float | None = None,
+          log=print, log_every: int = 100) -> tuple[torch.nn.Module, dict]:
+    """Train ``model`` (a :class:`WDNO` or :class:`FNO2d`) on ``data`` (``u``, ``u0``, ``f``); return (EMA model, stats)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    u, u0, f = data["u"], data["u0"], data["f"]
+    n = u.shape[0]
+    if isinstance(model, WDNO):
+        model.fit_scaling(u, u0, f)
+        with torch.no_grad():
+            X = model.encode(u)
+            K, M = model.condition(n, u0, f, dtype=u.dtype)
+        per = K.shape[1] // 2
+    else:
+        model.u_scale.fill_(float(u.std()))
+        model.f_scale.fill_(float(f.std()))
+    ema = copy.deepcopy(model).eval()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses, t0, step = [], time.time(), 0
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, step / max(warmup, 1))
+        if isinstance(model, WDNO):
+            keep = (rand((batch,), generator=gen) >= p_uncond).to(u.dtype).reshape(-1, 1, 1, 1)
+            k, m = K[idx].clone(), M[idx].clone()
+            k[:, :per] *= keep
+            m[:, :1] *= keep
+            loss = _diffusion_loss(model, X[idx], k, m, gen)
+        else:
+            loss = ((model(u0[idx], f[idx]) - u[idx]) ** 2).mean() / float(model.u_scale) ** 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - ema_decay)
+            for be, bm in zip(ema.buffers(), model.buffers()):
+                be.copy_(bm)
+        losses.append(float(loss.detach()))
+        if step % log_every == 0:
+            log(f"step {step} loss {sum(losses[-log_every:]) / log_every:.4f} ({time.time() - t0:.0f} s)")
+        if time_limit is not None and time.time() - t0 > time_limit:
+            log(f"time limit {time_limit:.0f} s reached at step {step}")
+            break
+    window = losses[-min(200, len(losses)):]
+    stats = dict(steps=step, final_loss=sum(window) / len(window), final_loss_window=len(window),
+                 seconds=round(time.time() - t0, 1), parameters=sum(p.numel() for p in model.parameters()))
+    return ema, stats
+
+
+def save_model(model: torch.nn.Module, card: dict, path: str | Path, half: bool = True) -> Path:
+    """Weights as safetensors (parameters float16 if ``half``, buffers float32) and the card as JSON beside them."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    params = {k for k, _ in model.named_parameters()}
+    state = {k: (v.half() if half and k in params else v.float()).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"card": json.dumps(card)})
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
+    for p in (path, path.with_suffix(".json")):
+        p.chmod(0o644)
+    return path
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A model saved by :func:`save_model` (eval mode, ``.card`` attached)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"no surrogate weights at {path}")
+    with safe_open(str(path), "pt") as fh:
+        card = json.loads(fh.metadata()["card"])
+    model = build_model(card)
+    model.load_state_dict({k: v.to(dtype) for k, v in load_file(str(path)).items()})
+    model.card = card
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", required=True, help="output .safetensors path (card beside it)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--time-limit", type=float, default=None)
+    args = ap.parse_args(argv)
+    cfg = json.loads(Path(args.config).read_text())
+    steps = args.steps or cfg["steps"]
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    d = cfg["data"]
+    t0 = time.time()
+    data = burgers_trajectories(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
+    print(f"data: {d['n_train']} trajectories in {time.time() - t0:.0f} s", flush=True)
+    model = build_model(cfg)
+    tr = cfg["training"]
+    ema, stats = train(model, data, steps, time_limit=args.time_limit or tr.get("time_limit"), seed=cfg["seed"],
+                       log=lambda s: print(s, flush=True), **{k: v for k, v in tr.items() if k != "time_limit"})
+    card = dict(cfg, **stats, command="OMP_NUM_THREADS=1 python -m invdiff.surrogates.train " + " ".join(sys.argv[1:] if argv is None else argv),
+                data_card="datasets/pde_burgers.md", weights_dtype="float16")
+    save_model(ema, card, args.out)
+    print(json.dumps(stats), flush=True)
+
+
+if __name__ == "__main__":
+    main()
