@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from invdiff.operators import Matrix
+from invdiff.samplers.likelihood import PoissonLikelihood
 from invdiff.samplers.base import (
     CountingDenoiser,
     PosteriorSamples,
@@ -68,7 +69,7 @@ def test_make_problem_poisson_whitening():
     physics = Matrix(torch.eye(3), noise_model=dinv.physics.PoissonNoise(gain=0.5))
     y = torch.tensor([[0.0, 1.0, 4.0]])
     p = make_problem(y, physics)
-    assert p.likelihood == "poisson"
+    assert isinstance(p.likelihood, PoissonLikelihood)
     # Var y = g * max(y, g): the DPS Lambda weighting, floored at one count
     torch.testing.assert_close(p.whitened_residual(torch.zeros(1, 3)), y / torch.sqrt(0.5 * torch.tensor([0.5, 1.0, 4.0])))
 

@@ -169,7 +169,7 @@ def test_gaussian_product_step_is_exact(kind):
     form (mean m + T A^T S^-1 (y - A m), covariance T I - T^2 A^T S^-1 A, S = sigma_y^2 I + T A A^T).
     ``prox`` is a deepinv LinearPhysics without a matrix (CG + perturb-and-MAP)."""
     from invdiff.samplers.base import make_problem
-    from invdiff.samplers.smc import _ProxProduct, _SVDProduct
+    from invdiff.samplers.smc.products import ProxProduct as _ProxProduct, SVDProduct as _SVDProduct
 
     gen = torch.Generator().manual_seed(12)
     d, m, sy, T, n = 3, 2, 0.3, 2.0, 20000

@@ -196,6 +196,26 @@ class Solver:
         """Advance ``x`` from ``sigmas[i]`` to ``sigmas[i+1]`` given ``x0_hat = D(x, sigmas[i])``."""
         raise NotImplementedError
 
+    def transition(self, i: int, x: torch.Tensor, x0_hat: torch.Tensor,
+                   denoise: Denoise | None = None) -> tuple[torch.Tensor, float]:
+        """The step as a Gaussian kernel: ``(mean, std)`` with
+        :math:`x_{i+1} \sim \mathcal N(\mathrm{mean}, \mathrm{std}^2 I)` given ``x0_hat``.
+
+        Deterministic methods return ``(step(...), 0.0)``; stochastic ones (``ddpm``, ``ddim``
+        with ``eta > 0``) their exact kernel, so that SMC samplers reuse the solvers' transitions
+        instead of re-deriving them. Same call contract as :meth:`step`.
+        """
+        if self.stochastic:  # pragma: no cover - every stochastic solver overrides this
+            raise NotImplementedError(f"{self.name}: no Gaussian transition")
+        return self.step(i, x, x0_hat, denoise=denoise), 0.0
+
+    def x0_weight(self, i: int) -> float:
+        """The weight of ``x0_hat`` in the transition's mean, ``mean = (1 - w) x + w x0_hat`` for
+        one-step methods: an error of variance ``v`` in ``x0_hat`` adds ``w^2 v`` to the kernel's
+        variance (used by SMC's analytic variance). Multistep methods: the current term only."""
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        return 1.0 - sigma_next / sigma
+
 
 class Euler(Solver):
     """Euler's method for the probability-flow ODE (Karras et al. 2022, eq. 4 with ``sigma(t) = t``).
@@ -267,14 +287,19 @@ class Ancestral(Solver):
         self.eta, self.s_noise = float(eta), float(s_noise)
         self.stochastic = self.eta > 0 and self.s_noise > 0
 
-    def step(self, i, x, x0_hat, denoise=None, generator=None):
+    def transition(self, i, x, x0_hat, denoise=None):
+        """``mean = x0_hat + (sigma_down / sigma) (x - x0_hat)``, ``std = s_noise * sigma_up``."""
         sigma, sigma_next = self._begin(i, x, x0_hat)
         sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, self.eta)
-        d = (x - x0_hat) / sigma
-        x = x + (sigma_down - sigma) * d
-        if sigma_up > 0 and self.s_noise > 0:
-            x = x + (self.s_noise * sigma_up) * randn_like(x, generator)
-        return x
+        return x0_hat + (sigma_down / sigma) * (x - x0_hat), self.s_noise * sigma_up
+
+    def x0_weight(self, i):
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        return 1.0 - ancestral_sigmas(sigma, sigma_next, self.eta)[0] / sigma
+
+    def step(self, i, x, x0_hat, denoise=None, generator=None):
+        mean, std = self.transition(i, x, x0_hat)
+        return mean + std * randn_like(x, generator) if std > 0 else mean
 
 
 class DDPM(Solver):
@@ -292,13 +317,17 @@ class DDPM(Solver):
     name = "ddpm"
     stochastic = True
 
-    def step(self, i, x, x0_hat, denoise=None, generator=None):
+    def transition(self, i, x, x0_hat, denoise=None):
         sigma, sigma_next = self._begin(i, x, x0_hat)
         r2 = (sigma_next / sigma) ** 2
-        mean = x0_hat + r2 * (x - x0_hat)
-        if sigma_next == 0:
-            return mean
-        return mean + (sigma_next * math.sqrt(1 - r2)) * randn_like(x, generator)
+        return x0_hat + r2 * (x - x0_hat), sigma_next * math.sqrt(1 - r2)
+
+    def x0_weight(self, i):
+        return 1.0 - (self.sigmas[i + 1] / self.sigmas[i]) ** 2
+
+    def step(self, i, x, x0_hat, denoise=None, generator=None):
+        mean, std = self.transition(i, x, x0_hat)
+        return mean + std * randn_like(x, generator) if std > 0 else mean
 
 
 def _final_order(order: int, i: int, n_steps: int, lower_order_final: bool) -> int:
@@ -552,6 +581,7 @@ def sample(
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
     enable_grad: bool = False,
+    cond: dict | None = None,
     **opts,
 ) -> SolverResult:
     """Solve from ``x`` at ``sigmas[0]`` (e.g. ``sigmas[0] * randn``) to ``sigmas[-1]`` with ``method``.
@@ -559,6 +589,7 @@ def sample(
     The denoiser is called as ``denoiser(x, sigma)`` with ``sigma`` a ``(B,)`` tensor (so deepinv
     denoisers work unwrapped). ``callback`` receives ``{"i", "x", "sigma", "x0_hat"}`` after each
     evaluation at ``sigmas[i]``. Runs under ``torch.no_grad()`` unless ``enable_grad``.
+    ``cond``: conditions of a conditional prior, passed as ``denoiser(x, sigma, **cond)``.
 
     :returns: :class:`SolverResult` ``(x, nfe)`` with ``nfe`` the denoiser calls per sample.
 
@@ -579,7 +610,7 @@ def sample(
     def denoise(x_: torch.Tensor, sigma: float) -> torch.Tensor:
         nonlocal nfe
         nfe += 1
-        out = denoiser(x_, torch.full((x_.shape[0],), sigma, dtype=x_.dtype, device=x_.device))
+        out = denoiser(x_, torch.full((x_.shape[0],), sigma, dtype=x_.dtype, device=x_.device), **(cond or {}))
         if not isinstance(out, torch.Tensor) or out.shape != x_.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"denoiser output: expected the shape of x {tuple(x_.shape)}, got {got}")

@@ -1,4 +1,4 @@
-"""The posterior-sampler API shared by every sampler (DPS, RED-Diff, SMC ...).
+"""The posterior-sampler base shared by every sampler (DPS, RED-Diff, SMC, DDS ...).
 
 A sampler is built with a prior ``D(x, sigma)`` and its settings, and called with data:
 
@@ -11,31 +11,23 @@ A sampler is built with a prior ``D(x, sigma)`` and its settings, and called wit
     out.nfe           # denoiser evaluations per sample
     x_hat = sampler(y, physics)                                   # point estimate
 
-The measurement model is
-
-.. math::
-    y = \\mathcal{A}(x) + n, \\qquad n \\sim \\mathcal{N}(0, \\sigma_y^2 I)
-    \\quad\\text{or}\\quad y = g\\,\\mathrm{Poisson}(\\mathcal{A}(x) / g),
-
-with ``physics`` any deepinv ``Physics`` (linear or not). This module holds what every
-sampler needs and nothing sampler-specific: the measurement set-up (:class:`Problem`: noise
-level from ``physics.noise_model``, signal shape, prior/operator shape check, the batch of
-``n_samples`` copies), the whitened residual and negative log-likelihood, NaN handling that
-names the step, trajectory recording, and NFE accounting (:class:`CountingDenoiser`).
-
-Samples for ``n_samples > 1`` are drawn in one batch: the measurement batch ``(B, ...)`` is
-repeated ``n_samples`` times along the batch axis (sample-major, so that row ``k * B + b`` is
-sample ``k`` of measurement ``b``) and every step costs one batched denoiser call.
+``physics`` is any deepinv ``Physics`` (linear or not); the measurement model is a likelihood
+object (:mod:`invdiff.samplers.likelihood`) and the set-up of the batch a
+:class:`~invdiff.samplers.problem.Problem`. This module holds the rest of what every sampler
+needs: the base class, NaN handling that names the step, trajectory recording, NFE accounting
+(:class:`CountingDenoiser`, which also passes a conditional prior its conditions) and the
+validation of noise levels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from invdiff.utils.checks import check_finite, check_floating, check_positive
+from invdiff.samplers.likelihood import Likelihood
+from invdiff.samplers.problem import Problem, make_problem
+from invdiff.samplers.results import PosteriorSamples
 
 __all__ = [
     "PosteriorSamples",
@@ -46,292 +38,19 @@ __all__ = [
     "make_problem",
     "handle_nonfinite",
     "check_sigmas",
+    "resolve_sigmas",
 ]
 
 OnNaN = Literal["raise", "clip"]
 
 
-# --------------------------------------------------------------------------------------------
-# Result
-# --------------------------------------------------------------------------------------------
-@dataclass
-class PosteriorSamples:
-    """Samples of a posterior sampler, with optional importance log-weights.
-
-    ``samples`` has shape ``(n_samples, B, *x_shape)``; ``log_weights`` is ``(n_samples, B)``
-    (unnormalised, log space) for weighted samplers, ``None`` for equally weighted ones.
-    ``nfe`` counts denoiser evaluations per sample; ``trace`` holds per-step diagnostics
-    (e.g. ``"ess"``, ``"residual_norm"``, ``"trajectory"`` of shape ``(n_rec, n_samples, B,
-    *x_shape)`` with ``"trajectory_steps"``).
-
-    The weighted moments are
-
-    .. math::
-        \\bar w_k = \\frac{e^{\\ell_k}}{\\sum_j e^{\\ell_j}}, \\quad
-        \\hat\\mu = \\sum_k \\bar w_k x_k, \\quad
-        \\hat\\sigma^2 = \\sum_k \\bar w_k (x_k - \\hat\\mu)^2 .
-
-    >>> out = PosteriorSamples(torch.tensor([[[0.0]], [[2.0]]]), None, nfe=0)
-    >>> out.mean(), out.std()
-    (tensor([[1.]]), tensor([[1.]]))
-    """
-
-    samples: Tensor
-    log_weights: Tensor | None = None
-    nfe: int = 0
-    trace: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.samples, Tensor) or self.samples.ndim < 2:
-            raise ValueError(
-                "samples: expected a tensor of shape (n_samples, B, *x_shape), got "
-                f"{getattr(self.samples, 'shape', type(self.samples).__name__)}"
-            )
-        if self.log_weights is not None and tuple(self.log_weights.shape) != tuple(self.samples.shape[:2]):
-            raise ValueError(
-                f"log_weights: expected shape {tuple(self.samples.shape[:2])} (n_samples, B), "
-                f"got {tuple(self.log_weights.shape)}"
-            )
-
-    @property
-    def n_samples(self) -> int:
-        return self.samples.shape[0]
-
-    def weights(self) -> Tensor:
-        """Normalised weights ``(n_samples, B)`` (uniform when ``log_weights`` is None)."""
-        n, b = self.samples.shape[:2]
-        if self.log_weights is None:
-            return torch.full((n, b), 1.0 / n, dtype=self.samples.dtype, device=self.samples.device)
-        return torch.softmax(self.log_weights.to(self.samples.dtype), dim=0)
-
-    def ess(self) -> Tensor:
-        """Effective sample size ``1 / sum_k w_k^2`` per measurement, shape ``(B,)``."""
-        return 1.0 / (self.weights() ** 2).sum(0)
-
-    def _w(self) -> Tensor:
-        return self.weights().reshape(*self.samples.shape[:2], *([1] * (self.samples.ndim - 2)))
-
-    def mean(self) -> Tensor:
-        """Weighted posterior mean, shape ``(B, *x_shape)``."""
-        return (self._w() * self.samples).sum(0)
-
-    def std(self) -> Tensor:
-        """Weighted posterior standard deviation per coordinate, shape ``(B, *x_shape)``.
-
-        The plug-in (biased) estimator; with equal weights it equals ``samples.std(0,
-        unbiased=False)``.
-        """
-        m = self.mean()
-        var = (self._w() * (self.samples - m) ** 2).sum(0)
-        return var.clamp_min(0).sqrt()
-
-
-# --------------------------------------------------------------------------------------------
-# Measurement set-up
-# --------------------------------------------------------------------------------------------
-def _noise_kind(physics) -> tuple[str, object]:
-    """``("gaussian", sigma)``, ``("poisson", gain)``, ``("none", None)`` or ``("other", name)``."""
-    nm = getattr(physics, "noise_model", None)
-    if nm is None:
-        return "none", None
-    name = type(nm).__name__
-    if name == "GaussianNoise":
-        return "gaussian", nm.sigma
-    if name == "PoissonNoise":
-        return "poisson", nm.gain
-    if name == "ZeroNoise":
-        return "none", None
-    return "other", name
-
-
-@dataclass
-class Problem:
-    """A measurement batch set up for sampling ``n_samples`` posterior draws in one batch.
-
-    ``y`` is the measurement repeated to ``(n_samples * B, *y_shape)`` (sample-major). The
-    likelihood is Gaussian with standard deviation ``sigma_y`` (``(n_samples * B, 1, ..., 1)``
-    on the measurement side) or Poisson with gain ``gain``, approximated as in DPS (Chung et
-    al. 2023, eq. 16) by a Gaussian of variance :math:`g\\,y_j`.
-    """
-
-    y: Tensor
-    physics: object
-    x_shape: tuple[int, ...]
-    batch: int
-    n_samples: int
-    likelihood: str
-    sigma_y: Tensor | None
-    gain: Tensor | None
-
-    @property
-    def n(self) -> int:
-        """Rows of the working batch: ``n_samples * B``."""
-        return self.n_samples * self.batch
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.y.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.y.device
-
-    def fold(self, x: Tensor) -> Tensor:
-        """``(n_samples * B, ...) -> (n_samples, B, ...)``."""
-        return x.reshape(self.n_samples, self.batch, *x.shape[1:])
-
-    def unfold(self, x: Tensor) -> Tensor:
-        """``(n_samples, B, ...) -> (n_samples * B, ...)``."""
-        return x.reshape(self.n, *x.shape[2:])
-
-    def zeros(self) -> Tensor:
-        """A zero signal batch ``(n_samples * B, *x_shape)`` with y's dtype and device."""
-        return torch.zeros(self.n, *self.x_shape, dtype=self.dtype, device=self.device)
-
-    def whitened_residual(self, x: Tensor) -> Tensor:
-        """:math:`r = (y - \\mathcal{A}(x)) / \\sqrt{\\mathrm{Var}\\,y}`, differentiable in ``x``.
-
-        Gaussian: :math:`\\mathrm{Var}\\,y = \\sigma_y^2`. Poisson: :math:`g \\max(y, g)` (the
-        DPS weighting :math:`\\Lambda_{jj} = 1 / (2 y_j)` for unit gain, floored at one count).
-        """
-        r = self.y - self.physics.A(x)
-        if self.likelihood == "gaussian":
-            return r / self.sigma_y
-        return r / (self.gain * torch.maximum(self.y, self.gain)).sqrt()
-
-    def nll(self, x: Tensor) -> Tensor:
-        """Negative log-likelihood up to a constant, per row: :math:`\\|r\\|^2 / 2`, shape ``(n,)``."""
-        r = self.whitened_residual(x)
-        return 0.5 * r.pow(2).flatten(1).sum(1)
-
-    def baseline(self) -> Tensor:
-        """A baseline inverse of ``y``: the operator's classical reconstruction
-        (``physics.baseline``, e.g. FBP for invdiff's CT), else ``A_dagger`` if linear, else zeros."""
-        try:
-            return self.physics.baseline(self.y).reshape(self.n, *self.x_shape)
-        except (AttributeError, NotImplementedError):
-            pass
-        if hasattr(self.physics, "A_dagger") and hasattr(self.physics, "A_adjoint"):
-            return self.physics.A_dagger(self.y).reshape(self.n, *self.x_shape)
-        return self.zeros()
-
-
-def _signal_shape(y: Tensor, physics, x_shape) -> tuple[int, ...]:
-    if x_shape is not None:
-        return tuple(int(s) for s in x_shape)
-    xs = getattr(physics, "x_shape", None)
-    if xs is not None:
-        return tuple(int(s) for s in xs)
-    if hasattr(physics, "A_adjoint"):
-        with torch.no_grad():
-            return tuple(physics.A_adjoint(y).shape[1:])
-    raise ValueError(
-        "cannot tell the signal shape: the physics has no x_shape attribute and no A_adjoint "
-        f"({type(physics).__name__}); pass x_shape=(C, H, W) to sample()"
-    )
-
-
-def _per_row(value: Tensor, batch: int, n_samples: int, y: Tensor, name: str) -> Tensor:
-    """A scalar or per-measurement ``(B,)`` noise parameter as ``(n_samples*B, 1, ..., 1)``."""
-    v = torch.as_tensor(value, dtype=y.dtype, device=y.device).flatten()
-    if v.numel() == 1:
-        v = v.expand(batch)
-    elif v.numel() != batch:
-        raise ValueError(f"{name}: expected a float or {batch} values (one per measurement), got {v.numel()}")
-    check_positive(name, v)
-    return v.repeat(n_samples).reshape(-1, *([1] * (y.ndim - 1)))
-
-
-def make_problem(
-    y: Tensor,
-    physics,
-    n_samples: int = 1,
-    *,
-    sigma_y: float | Tensor | None = None,
-    likelihood: str = "auto",
-    x_shape=None,
-    prior=None,
-) -> Problem:
-    """Validate ``y`` and ``physics`` and set up the batch of ``n_samples`` copies.
-
-    ``likelihood="auto"`` takes Poisson when ``physics.noise_model`` is deepinv's
-    ``PoissonNoise``, else Gaussian; the Gaussian ``sigma_y`` is the explicit argument or
-    ``physics.noise_model.sigma`` (deepinv ``GaussianNoise``). Raises ``ValueError`` for
-    non-finite ``y``, an unknown noise level, or a prior whose ``x_shape`` differs from the
-    operator's signal shape.
-
-    >>> import deepinv as dinv
-    >>> physics = dinv.physics.Denoising(noise_model=dinv.physics.GaussianNoise(0.1))
-    >>> p = make_problem(torch.zeros(2, 1, 4, 4), physics, n_samples=3)
-    >>> p.y.shape, p.x_shape, float(p.sigma_y.flatten()[0])
-    (torch.Size([6, 1, 4, 4]), (1, 4, 4), 0.10000000149011612)
-    """
-    check_floating("y", y)
-    if y.ndim < 2:
-        raise ValueError(f"y: expected a batch of shape (B, *y_shape), got shape {tuple(y.shape)}")
-    check_finite("y", y)
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
-    if likelihood not in ("auto", "gaussian", "poisson"):
-        raise ValueError(f"likelihood: expected 'auto', 'gaussian' or 'poisson', got {likelihood!r}")
-    if not hasattr(physics, "A"):
-        raise TypeError(f"physics: expected a deepinv Physics with an A method, got {type(physics).__name__}")
-
-    batch = y.shape[0]
-    kind, param = _noise_kind(physics)
-    if likelihood == "auto":
-        likelihood = "poisson" if (kind == "poisson" and sigma_y is None) else "gaussian"
-    sig = gain = None
-    if likelihood == "gaussian":
-        if sigma_y is None:
-            if kind != "gaussian":
-                got = {"none": "no noise model", "poisson": "PoissonNoise"}.get(kind, str(param))
-                raise ValueError(
-                    "sigma_y: the Gaussian likelihood needs the noise level; physics.noise_model is "
-                    f"{got}, not deepinv GaussianNoise, so pass sigma_y= explicitly"
-                )
-            sigma_y = param
-        sig = _per_row(sigma_y, batch, n_samples, y, "sigma_y")
-    else:
-        if kind != "poisson":
-            raise ValueError(
-                "likelihood='poisson' needs physics.noise_model to be deepinv PoissonNoise (for its gain), "
-                f"got {type(getattr(physics, 'noise_model', None)).__name__}"
-            )
-        gain = _per_row(param, batch, n_samples, y, "gain")
-
-    shape = _signal_shape(y, physics, x_shape)
-    prior_shape = getattr(prior, "x_shape", None)
-    if prior_shape is not None and tuple(prior_shape) != shape:
-        raise ValueError(
-            f"prior/operator shape mismatch: the prior models signals of shape {tuple(prior_shape)}, "
-            f"the operator's signals have shape {shape}"
-        )
-    y_rep = y.repeat(n_samples, *([1] * (y.ndim - 1)))
-    if n_samples > 1 and batch > 1:  # per-measurement operator parameters cannot follow the repeat
-        try:
-            with torch.no_grad():
-                probe = physics.A(torch.zeros(y_rep.shape[0], *shape, dtype=y.dtype, device=y.device))
-            ok = tuple(probe.shape) == tuple(y_rep.shape)
-        except (RuntimeError, ValueError) as err:
-            ok, probe = False, err
-        if not ok:
-            raise ValueError(
-                f"the operator does not broadcast over the {n_samples} x {batch} batch of samples "
-                f"(got {getattr(probe, 'shape', probe)}); it likely holds per-measurement parameters: "
-                "sample one measurement at a time (B = 1) or use n_samples=1"
-            )
-    return Problem(y_rep, physics, shape, batch, n_samples, likelihood, sig, gain)
-
-
-# --------------------------------------------------------------------------------------------
-# Loop helpers
-# --------------------------------------------------------------------------------------------
 class CountingDenoiser:
     """Wrap a denoiser and count its (batched) evaluations: ``nfe`` is per sample.
 
     A float ``sigma`` is passed on as a ``(B,)`` tensor (as :func:`invdiff.diffusion.solvers.sample`
-    does), which deepinv denoisers and invdiff priors both accept.
+    does), which deepinv denoisers and invdiff priors both accept. ``cond`` (set by
+    :meth:`Sampler.sample` for the rows of the working batch) is passed as keyword arguments,
+    ``D(x, sigma, **cond)``; a call on another number of rows gets no conditions.
 
     >>> D = CountingDenoiser(lambda x, sigma: x)
     >>> _ = D(torch.zeros(4, 2), 1.0); _ = D(torch.zeros(4, 2), 0.5)
@@ -344,12 +63,13 @@ class CountingDenoiser:
             raise TypeError(f"prior: expected a denoiser callable as D(x, sigma), got {type(denoiser).__name__}")
         self.denoiser = denoiser
         self.nfe = 0
+        self.cond: dict = {}
 
     def __call__(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         self.nfe += 1
         if not isinstance(sigma, Tensor) or sigma.ndim == 0:  # a (B,) tensor suits every denoiser
             sigma = torch.full((x.shape[0],), float(sigma), dtype=x.dtype, device=x.device)
-        out = self.denoiser(x, sigma)
+        out = self.denoiser(x, sigma, **self.cond) if self.cond else self.denoiser(x, sigma)
         if out.shape != x.shape:
             raise ValueError(f"prior: D(x, sigma) must return x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
         return out
@@ -456,8 +176,9 @@ class Sampler:
         record_every: int | None = None,
         *,
         sigma_y: float | Tensor | None = None,
-        likelihood: str = "auto",
+        likelihood: str | Likelihood = "auto",
         x_shape=None,
+        cond: dict | None = None,
     ) -> PosteriorSamples:
         """Draw ``n_samples`` posterior samples per measurement in ``y`` (shape ``(B, ...)``).
 
@@ -467,17 +188,24 @@ class Sampler:
         :param generator: a ``torch.Generator`` for reproducible noise.
         :param record_every: keep the iterate every k steps in ``trace["trajectory"]``.
         :param sigma_y: Gaussian noise level, overriding the physics' noise model.
-        :param likelihood: ``"auto"``, ``"gaussian"`` or ``"poisson"``.
+        :param likelihood: a :class:`~invdiff.samplers.likelihood.Likelihood` object, or
+            ``"auto"`` (from ``physics.noise_model``), ``"gaussian"``, ``"poisson"``.
         :param x_shape: signal shape (no batch axis) when the physics cannot tell it.
+        :param cond: conditions of a conditional prior, passed as ``D(x, sigma, **cond)``
+            (tensors with a leading axis of size B follow the samples).
         :returns: :class:`PosteriorSamples` with ``samples`` of shape ``(n_samples, B, *x_shape)``.
         """
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         problem = make_problem(y, physics, n_samples, sigma_y=sigma_y, likelihood=likelihood,
-                               x_shape=x_shape, prior=self.prior)
+                               x_shape=x_shape, prior=self.prior, cond=cond)
         record = Recorder(record_every, problem)
         self.denoiser.nfe = 0
-        out = self._sample(problem, generator, record)
+        self.denoiser.cond = problem.cond
+        try:
+            out = self._sample(problem, generator, record)
+        finally:
+            self.denoiser.cond = {}
         record.into(out.trace)
         return out
 
@@ -496,15 +224,26 @@ class Sampler:
 
 def check_sigmas(sigmas, allow_final_zero: bool = True) -> Tensor:
     """Validate a strictly descending 1-D tensor of noise levels (> 0, the last may be 0)."""
-    s = torch.as_tensor(sigmas)
-    if s.ndim != 1 or s.numel() < 2:
-        raise ValueError(f"sigmas: expected a 1-D tensor of at least 2 noise levels, got shape {tuple(s.shape)}")
-    if not s.is_floating_point() or not bool(torch.isfinite(s).all()):
+    from invdiff.diffusion.solvers import _check_sigmas
+
+    if torch.is_tensor(sigmas) and not sigmas.is_floating_point():
         raise ValueError("sigmas: expected finite floating-point noise levels")
-    low = s if not allow_final_zero else s[:-1]
-    if bool((low <= 0).any()) or bool(s[-1] < 0):
-        last = "(the last may be 0)" if allow_final_zero else ""
-        raise ValueError(f"sigmas: expected noise levels > 0 {last}, got min {float(s.min())}")
-    if bool((s[1:] >= s[:-1]).any()):
-        raise ValueError("sigmas: expected a strictly descending sequence")
+    values = _check_sigmas(sigmas)
+    s = torch.as_tensor(sigmas)
+    if not allow_final_zero and values[-1] == 0:
+        raise ValueError(f"sigmas: expected noise levels > 0, got min {values[-1]}")
+    if any(v == 0 for v in values[:-1]):  # pragma: no cover - excluded by strict descent
+        raise ValueError("sigmas: expected noise levels > 0 (the last may be 0)")
     return s
+
+
+def resolve_sigmas(steps, sigmas, allow_final_zero: bool = True) -> tuple[int, Tensor | None]:
+    """``(steps, sigmas)`` of a sampler's constructor: explicit ``sigmas`` (validated, and then
+    ``steps`` is their number of intervals, or of levels when no final zero is allowed) or an
+    int ``steps >= 1``."""
+    if sigmas is not None:
+        s = check_sigmas(sigmas, allow_final_zero)
+        return (len(s) - 1 if allow_final_zero else len(s)), s
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    return steps, None

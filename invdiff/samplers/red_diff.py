@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from invdiff.samplers.registry import register
-from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, check_sigmas
+from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, resolve_sigmas
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import randn
 
@@ -121,11 +121,7 @@ class REDDiff(Sampler):
         on_nan: str = "raise",
     ) -> None:
         super().__init__(prior, progress=progress, on_nan=on_nan)
-        if sigmas is not None:
-            sigmas = check_sigmas(sigmas, allow_final_zero=False)
-            steps = len(sigmas)
-        elif not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+        steps, sigmas = resolve_sigmas(steps, sigmas, allow_final_zero=False)
         if lam is not None and not lam >= 0:
             raise ValueError(f"lam: expected a float >= 0 or None, got {lam!r}")
         if not lam_ref >= 0:
@@ -155,10 +151,7 @@ class REDDiff(Sampler):
         if self.lam is not None:
             return self.lam * ones
         d_x, d_y = math.prod(problem.x_shape), problem.y[0].numel()
-        if problem.likelihood == "gaussian":
-            inv_var = problem.sigma_y.flatten() ** -2
-        else:
-            inv_var = (1.0 / (problem.gain * torch.maximum(problem.y, problem.gain))).flatten(1).mean(1)
+        inv_var = problem.likelihood.mean_precision(problem.y)
         return (self.lam_ref * d_y / d_x) * inv_var.reshape(ones.shape) * ones
 
     def _init_mu(self, problem: Problem) -> Tensor:
@@ -173,14 +166,6 @@ class REDDiff(Sampler):
         else:
             mu = problem.zeros()
         return mu.detach().clone()
-
-    def _data_grad(self, problem: Problem, mu: Tensor) -> tuple[Tensor, Tensor]:
-        """Gradient of :math:`\\|r(\\mu)\\|^2/2` per row (one ``A`` and one VJP), and its value."""
-        mu_in = mu.detach().requires_grad_(True)
-        with torch.enable_grad():
-            nll = problem.nll(mu_in)
-            (g,) = torch.autograd.grad(nll.sum(), mu_in)
-        return g, nll.detach()
 
     def _sample(self, problem: Problem, generator: torch.Generator | None, record: Recorder) -> PosteriorSamples:
         sigmas = self._sigmas().to(dtype=problem.dtype, device=problem.device)
@@ -200,7 +185,7 @@ class REDDiff(Sampler):
                 eps_hat = (x - self.denoiser(x, sigma)) / sigma
             reg = (eps_hat - eps).reshape(K, n, *problem.x_shape).mean(0)
             # 3. gradient of the loss: data term by a VJP through the operator, RED term closed form
-            g_data, nll = self._data_grad(problem, mu)
+            g_data, nll = problem.nll_grad(mu)
             grad = g_data + lam * w * reg
             grad = self.check(grad, i, fallback=torch.zeros_like(grad), trace=trace, what="RED-Diff gradient")
             # 4. Adam step on mu

@@ -1,0 +1,110 @@
+r"""The shared reverse-diffusion loop with a data-consistency hook.
+
+Every sampler of the DPS / DDS / DiffPIR / DiffusionMBIR family is this loop plus a hook and
+settings:
+
+.. math::
+    \hat x_0 &= D(x_i, \sigma_i, \text{cond}) &&\text{(``estimate``; guided samplers also return a pull)} \\
+    \hat x_0' &= \mathrm{correct}(\hat x_0, \text{problem}, i) &&\text{(data consistency: prox, CG, ADMM; identity by default)} \\
+    x_{i+1} &= \mathrm{step}_i(x_i, \hat x_0') - \text{pull} &&\text{(the solver's transition: DDPM, DDIM(}\eta\text{), DPM-Solver++ ...)}
+
+When the hook moves :math:`\hat x_0`, the iterate moves with it
+(:math:`x_i \leftarrow x_i + \hat x_0' - \hat x_0`), so the solver re-noises the corrected
+estimate with the network's own noise estimate :math:`\hat\varepsilon = (x_i - \hat x_0)/\sigma_i`,
+as DDS does (Chung, Lee & Ye 2024, eq. 14: :math:`x_{t-1} = \sqrt{\bar\alpha_{t-1}}\, \hat x_0' +
+\ldots\, \hat\varepsilon_\theta(x_t)`).
+
+A new sampler is a subclass that overrides :meth:`DiffusionLoop.correct` (and, for guidance
+through the network, :meth:`DiffusionLoop.estimate`); see ``docs/architecture.md``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, resolve_sigmas
+from invdiff.utils.progress import progress as progress_bar
+from invdiff.utils.random import randn
+
+__all__ = ["DiffusionLoop"]
+
+
+class DiffusionLoop(Sampler):
+    """Base of the samplers on the shared loop (module docstring).
+
+    :param prior: denoiser ``D(x, sigma)``.
+    :param steps: number of noise levels (one denoiser call each for one-evaluation solvers).
+    :param sigmas: explicit descending noise levels ending at 0 (``steps + 1`` values);
+        default :meth:`default_sigmas`.
+    :param method: the solver's transition (:func:`invdiff.diffusion.solvers.make_solver`).
+    :param solver_options: extra keyword arguments of ``make_solver`` (e.g. ``eta``).
+    :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
+    """
+
+    #: name shown on the progress bar
+    label = "diffusion"
+
+    def __init__(self, prior, steps: int, *, sigmas: Tensor | None, method: str,
+                 solver_options: dict | None, progress: bool, on_nan: str) -> None:
+        super().__init__(prior, progress=progress, on_nan=on_nan)
+        self.steps, self.sigmas = resolve_sigmas(steps, sigmas)
+        self.method = method
+        self.solver_options = dict(solver_options or {})
+        from invdiff.diffusion.solvers import make_solver
+
+        make_solver(method, self._sigmas(torch.float64, "cpu"), **self.solver_options)  # fail early
+
+    # settings -------------------------------------------------------------------------------
+    def default_sigmas(self, steps: int) -> Tensor:
+        """Noise levels when none are given: Karras levels over [0.002, 80] (EDM), then 0."""
+        from invdiff.diffusion.schedules import karras_sigmas
+
+        return karras_sigmas(steps, 0.002, 80.0)
+
+    def _sigmas(self, dtype, device) -> Tensor:
+        s = self.default_sigmas(self.steps) if self.sigmas is None else self.sigmas
+        return s.to(dtype=dtype, device=device)
+
+    # the hooks ------------------------------------------------------------------------------
+    def start(self, problem: Problem, sigmas: Tensor, generator) -> dict:
+        """State of one run (``state["trace"]`` is returned to the user). Called before the loop."""
+        return {"trace": {}, "sigma_rows": sigmas[:-1, None].expand(len(sigmas) - 1, problem.n).contiguous()}
+
+    def estimate(self, x: Tensor, i: int, problem: Problem, state: dict) -> tuple[Tensor, Tensor | None]:
+        """``(x0_hat, pull)``: the denoiser's estimate at step ``i``, and a vector subtracted
+        from the solver's step (``None``: no guidance)."""
+        with torch.no_grad():
+            return self.denoiser(x, state["sigma_rows"][i]), None
+
+    def correct(self, x0_hat: Tensor, problem: Problem, i: int, state: dict) -> Tensor:
+        """The data-consistency hook: return a corrected ``x0_hat`` (identity here)."""
+        return x0_hat
+
+    def finish(self, problem: Problem, x: Tensor, state: dict) -> PosteriorSamples:
+        return PosteriorSamples(problem.fold(x.detach()), None, nfe=self.denoiser.nfe, trace=state["trace"])
+
+    # the loop -------------------------------------------------------------------------------
+    def _sample(self, problem: Problem, generator: torch.Generator | None, record: Recorder) -> PosteriorSamples:
+        from invdiff.diffusion.solvers import make_solver
+
+        sigmas = self._sigmas(problem.dtype, problem.device)
+        solver = make_solver(self.method, sigmas, **self.solver_options)
+        D = self.denoiser
+
+        def denoise(x: Tensor, sigma) -> Tensor:  # extra evaluations of multi-stage solvers
+            with torch.no_grad():
+                return D(x, sigma)
+
+        state = self.start(problem, sigmas, generator)
+        n_steps = len(sigmas) - 1
+        x = float(sigmas[0]) * randn((problem.n, *problem.x_shape), generator, problem.device, problem.dtype)
+        record(0, x)
+        for i in progress_bar(range(n_steps), self.progress, desc=self.label):
+            x0_hat, pull = self.estimate(x, i, problem, state)
+            x0_corr = self.correct(x0_hat, problem, i, state)
+            if x0_corr is not x0_hat:
+                x = x + (x0_corr - x0_hat)  # keep the network's noise estimate (module docstring)
+            x_prime = solver.step(i, x, x0_corr, denoise=denoise, generator=generator)
+            x = self.check(x_prime if pull is None else x_prime - pull, i, fallback=x_prime, trace=state["trace"])
+            record(i + 1, x, last=i == n_steps - 1)
+        return self.finish(problem, x, state)
