@@ -13,6 +13,8 @@ TARGETS = {
     "samplers": "posterior samplers vs exact posteriors, and vs deepinv's DPS",
     "priors": "shipped priors: denoising MSE and reconstruction PSNR vs NFE",
     "pde": "PDE solvers: throughput, accuracy vs exact solutions, gradient cost",
+    "surrogates": "Burgers trajectory surrogates (WDNO, physical diffusion, FNO, persistence) vs the solver: error, speed",
+    "pde-inverse": "Burgers trajectory and initial state from sparse sensors: DPS/SMC with the WDNO prior vs solver-in-the-loop",
 }
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
 
     from invdiff.benchmarks.table import write_table
 
-    module = importlib.import_module(f"invdiff.benchmarks.{args.target}")
+    module = importlib.import_module(f"invdiff.benchmarks.{args.target.replace('-', '_')}")
     tables = module.run(out_dir=args.out, quick=args.quick, device=args.device)
     if isinstance(tables, list):  # a single table
         tables = {args.target: tables}
