@@ -45,6 +45,15 @@ def _check_size(path, shape: tuple[int, ...], what: str = "array") -> int:
     return n
 
 
+def _check_regular(path) -> None:
+    """Inputs must be regular files: reading a FIFO would block, a device could be endless."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise UnreadableFileError(f"{path}: not a regular file")
+
+
 def _read_npy_stream(f, available: int, path) -> np.ndarray:
     """Read one .npy stream, checking the header against the bytes really present (never unpickles)."""
     fmt = np.lib.format
@@ -77,6 +86,7 @@ def _read_npy_stream(f, available: int, path) -> np.ndarray:
 def read_npy(path: str | os.PathLike) -> np.ndarray:
     """A ``.npy`` array; its header (shape, dtype) is checked against the file size before reading."""
     path = Path(path)
+    _check_regular(path)
     with open(path, "rb") as f:
         return _read_npy_stream(f, os.fstat(f.fileno()).st_size, path)
 
@@ -84,6 +94,7 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
 def read_npz(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     """Array ``key`` (default: the first) of a ``.npz``, with the same checks as :func:`read_npy`."""
     path = Path(path)
+    _check_regular(path)
     try:
         with zipfile.ZipFile(path) as z:
             names = [n for n in z.namelist() if n.endswith(".npy")]
@@ -106,6 +117,7 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image
 
     path = Path(path)
+    _check_regular(path)
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -168,10 +180,7 @@ def load_array(path: str | os.PathLike, key: str | None = None, expected_shape: 
     empty, truncated or corrupt file, ``TypeError`` on non-numeric data.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if not path.is_file():
-        raise ValueError(f"{path}: not a regular file")
+    _check_regular(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         a = read_npy(path)
@@ -193,6 +202,7 @@ def hdf5_keys(path: str | os.PathLike) -> list[str]:
     """Names of the top-level datasets of an HDF5 file (``ValueError`` if it is not readable HDF5)."""
     import h5py
 
+    _check_regular(path)
     try:
         with h5py.File(path, "r") as f:
             return [k for k in f.keys() if isinstance(f.get(k), h5py.Dataset)]
@@ -208,6 +218,7 @@ def load_hdf5(path: str | os.PathLike, key: str | None = None) -> tuple[np.ndarr
     """
     import h5py
 
+    _check_regular(path)
     try:
         with h5py.File(path, "r") as f:
             if key is None:

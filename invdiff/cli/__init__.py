@@ -61,6 +61,9 @@ def check_args(args: argparse.Namespace) -> None:
     seed = getattr(args, "seed", None)
     if isinstance(seed, int) and not 0 <= seed < 2**63:
         raise ValueError(f"--seed: expected an integer in [0, 2^63), got {seed}")
+    threads = getattr(args, "threads", None)
+    if isinstance(threads, int) and threads < 1:
+        raise ValueError(f"--threads: expected >= 1, got {threads}")
     if getattr(args, "device", None) is not None:
         from invdiff.utils.devices import check_device
 

@@ -1,0 +1,106 @@
+"""Property tests (hypothesis) of the command line, in-process through ``invdiff.cli.main``.
+
+Cases come from :mod:`tests.fuzz_cli_cases` (good and bad values of every flag, broken and
+hostile input files, outputs that are inputs, symlinks, FIFOs, device nodes, unwritable places).
+The properties: exit code 0 or 2, no traceback, a one-line ``invdiff CMD: error: ...``
+message on failure, every input file unchanged, nothing but the named output replaced, and
+no pickle ever executed. ``python tests/fuzz_cli_cases.py N`` counts outcomes over N cases.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fuzz_cli_cases import make_case, make_world, run_case  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+def _check(data, world, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("case")
+    argv = make_case(lambda options: data.draw(st.sampled_from(options)), world, tmp)
+    outcome, detail = run_case(argv, world)
+    assert outcome in ("ok", "user-error"), f"{outcome}: {detail}\n  invdiff {' '.join(argv)}"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_cli_fuzz(world, tmp_path_factory, data):
+    _check(data, world, tmp_path_factory)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_cli_fuzz_long(world, tmp_path_factory, data):
+    _check(data, world, tmp_path_factory)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["reconstruct", "--operator", "ct-sparse-view", "--sampler", "dps", "--prior", "ct-phantom-64", "--zeta", "inf"], "--zeta: expected a finite"),
+    (["simulate", "heat", "--n", "1", "--t-final", "inf"], "--t-final: expected a finite"),
+    (["train", "--config", "c.json", "--device", "foo"], "--device"),
+    (["demo", "--device", "cuda"] if not torch.cuda.is_available() else ["demo", "--device", "foo"], "--device"),
+    (["demo", "--threads", "-1"], "--threads"),
+])
+def test_bad_flags_fail_before_work(tmp_path, capsys, argv, needle):
+    from invdiff.cli import main
+
+    out = ["--output", str(tmp_path / "o.h5"), "--input", str(tmp_path / "x.h5")] if argv[0] == "reconstruct" else \
+        ["--out", str(tmp_path / "o.nc")] if argv[0] == "simulate" else []
+    assert main(argv + out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"invdiff {argv[0]}: error:") and needle in err and err.count("\n") == 1
+
+
+def test_reconstruct_refuses_output_equal_input(world, tmp_path, capsys):
+    from invdiff.cli import main
+
+    before = world["x.h5"].read_bytes()
+    for out in (world["x.h5"], world["hard.h5"]):
+        rc = main(["reconstruct", "--operator", "ct-sparse-view", "--sampler", "red-diff", "--prior", "ct-phantom-64",
+                   "--steps", "1", "--samples", "1", "--input", str(world["x.h5"]), "--output", str(out), "--overwrite"])
+        assert rc == 2 and "is the input" in capsys.readouterr().err
+    assert world["x.h5"].read_bytes() == before
+
+
+def test_reconstruct_refuses_broadcastable_y(world, capsys, tmp_path):
+    from invdiff.cli import main
+
+    rc = main(["reconstruct", "--operator", "ct-sparse-view", "--operator-args", '{"views": 8}', "--sampler", "dps",
+               "--prior", "ct-phantom-64", "--steps", "1", "--samples", "1", "--input", str(world["y_bcast.h5"]),
+               "--output", str(tmp_path / "o.h5")])
+    assert rc == 2 and "shape (1, 91, 8)" in capsys.readouterr().err
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_simulate_failed_run_does_not_block_rerun(tmp_path):
+    from invdiff.cli import main
+
+    out = tmp_path / "h.nc"
+    bad = ["simulate", "heat", "--n", "2", "--chunk", "1", "--resolution", "8", "--frames", "3", "--out", str(out), "--no-progress"]
+    # a failure inside the run (nothing finished) leaves no .partial that would block a corrected rerun
+    import invdiff.datasets.pde as pde
+
+    real = pde.generate
+    pde.generate = lambda *a, **k: (_ for _ in ()).throw(FloatingPointError("solver blew up"))
+    try:
+        assert main(bad + ["--t-final", "0.5"]) == 2
+    finally:
+        pde.generate = real
+    assert not (tmp_path / "h.nc.partial").exists()
+    stale = tmp_path / ".h.nc.k1ll3d.tmp.nc"  # left by a killed run
+    stale.write_bytes(b"half")
+    assert main(bad + ["--t-final", "0.25"]) == 0  # different arguments: runs
+    assert out.exists() and not stale.exists() and not (tmp_path / "h.nc.partial").exists()
