@@ -245,8 +245,17 @@ def run_case(argv: list[str], world: dict[str, Path]) -> tuple[str, str]:
     return outcome, detail
 
 
+class _Hang(BaseException):
+    pass
+
+
+def _hang(signum, frame):
+    raise _Hang()
+
+
 if __name__ == "__main__":  # pragma: no cover
     import random
+    import signal
     import tempfile
     from collections import Counter
 
@@ -262,7 +271,13 @@ if __name__ == "__main__":  # pragma: no cover
         tmp = base / f"case{i}"
         tmp.mkdir()
         argv = make_case(rng.choice, world, tmp)
-        outcome, detail = run_case(argv, world)
+        signal.signal(signal.SIGALRM, _hang)
+        signal.alarm(120)  # a read of a FIFO blocks forever: count it as a hang
+        try:
+            outcome, detail = run_case(argv, world)
+        except _Hang:
+            outcome, detail = "hang", "blocked for 120 s"
+        signal.alarm(0)
         counts[outcome] += 1
         if outcome not in ("ok", "user-error"):
             examples.setdefault(detail.splitlines()[-1][:120] if detail else outcome, " ".join(argv))

@@ -20,14 +20,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("reconstruct", help=HELP, description=HELP)
     p.add_argument("--operator", required=True, help="operator name (invdiff.operators.available())")
     p.add_argument("--operator-args", default="{}", help='JSON keyword arguments of the operator, e.g. \'{"views": 30, "sigma": 0.01}\'')
-    p.add_argument("--sampler", required=True, choices=["dps", "red-diff", "smc"], help="posterior sampler")
+    p.add_argument("--sampler", required=True, help="posterior sampler name (invdiff.samplers.available(): dps, dds, red-diff, smc, ...)")
+    p.add_argument("--sampler-args", default="{}", help='JSON settings of the sampler, e.g. \'{"zeta": 2.0, "schedule": "karras"}\' for dps')
     p.add_argument("--prior", required=True, help="shipped prior name (e.g. ct-phantom-64) or a model.safetensors path")
-    p.add_argument("--input", required=True, help="HDF5 with dataset 'y' (measurement) or 'x' (signal to simulate from), or .npy signal")
+    p.add_argument("--input", default=None, help="HDF5 with dataset 'y' (measurement) or 'x' (signal to simulate from), or .npy signal")
+    p.add_argument("--input-dir", default=None, help="a folder of input files, reconstructed one by one (file i with seed + i) and merged "
+                   "into --output; sharded over the ranks under torchrun (see invdiff/cli/_input_dir.py)")
     p.add_argument("--output", required=True, help="output HDF5 file")
     p.add_argument("--samples", type=int, default=4, help="posterior samples / particles (default 4)")
-    p.add_argument("--steps", type=int, default=100, help="sampler steps (default 100)")
-    p.add_argument("--zeta", type=float, default=1.0, help="DPS guidance step (default 1.0)")
-    p.add_argument("--lam-ref", type=float, default=0.25, help="RED-Diff weight in the reference code's units (default 0.25; the demo uses 0.05)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--progress", action="store_true")
@@ -35,6 +36,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if (args.input is None) == (getattr(args, "input_dir", None) is None):
+        raise ValueError("expected exactly one of --input FILE and --input-dir DIR")
+    if getattr(args, "input_dir", None) is not None:
+        from invdiff.cli._input_dir import run_input_dir
+
+        return run_input_dir(args, run)
     import json
     import time
     from pathlib import Path
@@ -43,20 +50,22 @@ def run(args) -> int:
 
     import invdiff
     import invdiff.operators as operators
-    from invdiff.cli.demo import make_sampler
+    from invdiff.samplers import make as make_sampler
     from invdiff.datasets.loaders import load_array, save_hdf5
     from invdiff.diffusion.training import load_checkpoint
     from invdiff.datasets.loaders import hdf5_keys
     from invdiff.utils.validate import check_measurement, check_prior_operator, check_range
 
-    if args.samples < 1 or args.steps < 1:
+    if args.samples < 1 or (args.steps is not None and args.steps < 1):
         raise ValueError(f"--samples and --steps: expected >= 1, got {args.samples}, {args.steps}")
-    try:
-        op_kwargs = json.loads(args.operator_args)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--operator-args: expected a JSON object, got {args.operator_args!r} ({e})") from None
-    if not isinstance(op_kwargs, dict):
-        raise ValueError(f"--operator-args: expected a JSON object, got {args.operator_args!r}")
+    op_kwargs, sampler_kwargs = _json_object("--operator-args", args.operator_args), _json_object("--sampler-args", args.sampler_args)
+    if args.steps is not None:
+        sampler_kwargs.setdefault("steps", args.steps)
+    sampler_kwargs.setdefault("progress", args.progress)
+    from invdiff.samplers import available
+
+    if args.sampler not in available():  # before loading anything
+        raise ValueError(f"--sampler: unknown sampler {args.sampler!r}; available: {', '.join(available())}")
     device = torch.device(args.device)
     prior = load_checkpoint(args.prior, device=device) if args.prior.endswith(".safetensors") else invdiff.load_prior(args.prior, device=device)
     physics = operators.make(args.operator, device=device, generator=torch.Generator(device=device).manual_seed(args.seed), **op_kwargs)
@@ -82,7 +91,7 @@ def run(args) -> int:
         check_range(x_true, prior, "the input signal")
     if x_true is not None and not (path.suffix.lower() in (".h5", ".hdf5") and has_y):
         y = physics(x_true)
-    sampler = make_sampler(args.sampler, prior, args.steps, zeta=args.zeta, lam_ref=args.lam_ref, progress=args.progress)
+    sampler = make_sampler(args.sampler, prior, **sampler_kwargs)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     t = time.perf_counter()
     out = sampler.sample(y, physics, n_samples=args.samples, generator=g)
@@ -93,7 +102,8 @@ def run(args) -> int:
     if x_true is not None:
         arrays["x_true"] = x_true
     attrs = dict(operator=args.operator, operator_args=op_kwargs, sampler=args.sampler, prior=args.prior,
-                 steps=args.steps, samples=args.samples, zeta=args.zeta, seed=args.seed, nfe=int(out.nfe),
+                 sampler_args={k: v for k, v in sampler_kwargs.items() if k != "progress"}, samples=args.samples,
+                 seed=args.seed, nfe=int(out.nfe),
                  seconds=round(seconds, 3), device=str(device), version=invdiff.__version__)
     save_hdf5(args.output, arrays, attrs)
     msg = f"wrote {args.output}: mean/std/samples {tuple(out.samples.shape)}, {out.nfe} NFE, {seconds:.1f} s"
@@ -103,3 +113,17 @@ def run(args) -> int:
         msg += f", PSNR of the mean {float(psnr(out.mean(), x_true).mean()):.2f} dB"
     print(msg)
     return 0
+
+
+def _json_object(flag: str, text: str) -> dict:
+    """A JSON object from a command-line flag (NaN/Infinity are accepted by JSON here and rejected
+    by the sampler's or operator's own validation, with its message)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag}: expected a JSON object, got {text!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag}: expected a JSON object, got {text!r}")
+    return value

@@ -1,0 +1,147 @@
+r"""Running past one process: sharding over ``torchrun`` ranks and SMC with particles on many ranks.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) every rank runs the same script; :func:`rank_world`
+reads the rank and world size (initialising the process group, gloo on CPUs and NCCL on GPUs,
+when needed). Two uses:
+
+- **Data sharding** (``invdiff reconstruct --input-dir``): :func:`shard_bounds` gives rank
+  ``r`` the contiguous block of items ``[start_r, stop_r)``; the blocks partition the items, so
+  merging the ranks' results in rank order loses and duplicates nothing.
+- **Particle sharding** (SMC): rank ``r`` holds particles ``k`` in its block of the ``N``
+  particles (rows ``k * B + b`` of the working batch, ``B`` measurements). The network, the
+  expensive part, runs on the local particles only. Resampling needs all weights: the
+  log-weights (and the particles) are all-gathered, every rank computes the same ancestors
+  from the same generator (:func:`sharded_resample`), and keeps its block. Random draws of
+  the moves use :func:`local_randn` (the full draw, sliced), so the result equals the
+  single-process run with the same seed, bit for bit on CPU.
+
+The ancestor rule is the one of :func:`invdiff.samplers.smc.resampling.resample`: when the
+effective sample size of measurement ``b`` falls below ``ess_threshold * N``,
+
+.. math:: a_k^b \sim \mathrm{Resample}(\mathrm{softmax}_k(\log w_k^b)),
+          \qquad x_k^b \leftarrow x_{a_k^b}^b,\quad \log w_k^b \leftarrow 0.
+
+Example (one process: every function is the identity on the data)::
+
+    >>> import torch
+    >>> lw, x = sharded_resample(torch.zeros(4), [torch.arange(4.0)], n_total=4, batch=1)
+    >>> x[0].tolist()
+    [0.0, 1.0, 2.0, 3.0]
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["rank_world", "shard_bounds", "shard_items", "all_gather_rows", "local_rows", "local_randn",
+           "sharded_resample", "barrier"]
+
+
+def _dist():
+    return torch.distributed if torch.distributed.is_available() and torch.distributed.is_initialized() else None
+
+
+def rank_world(init: bool = True) -> tuple[int, int]:
+    """``(rank, world_size)``; under ``torchrun`` initialise the process group if needed (gloo on
+    CPU, NCCL when CUDA is available), else ``(0, 1)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and init and torch.distributed.is_available() and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    d = _dist()
+    if d is not None:
+        return d.get_rank(), d.get_world_size()
+    return int(os.environ.get("RANK", "0")), 1
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    d = _dist()
+    if d is not None:
+        d.barrier()
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous block ``[start, stop)`` of ``n`` items for ``rank``; sizes differ by at most one.
+
+    >>> [shard_bounds(5, r, 2) for r in range(2)]
+    [(0, 3), (3, 5)]
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank/world: expected 0 <= rank < world, got rank {rank}, world {world}")
+    q, r = divmod(int(n), world)
+    start = rank * q + min(rank, r)
+    return start, start + q + (1 if rank < r else 0)
+
+
+def shard_items(items: Sequence, rank: int, world: int) -> list:
+    """The block of ``items`` of ``rank`` (see :func:`shard_bounds`)."""
+    s, e = shard_bounds(len(items), rank, world)
+    return list(items[s:e])
+
+
+def all_gather_rows(t: Tensor) -> Tensor:
+    """Concatenate along dim 0 the tensors of every rank, in rank order (sizes may differ)."""
+    d = _dist()
+    if d is None or d.get_world_size() == 1:
+        return t
+    world = d.get_world_size()
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    d.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    m = max(sizes)
+    pad = torch.zeros((m - t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device)
+    parts = [torch.empty((m, *t.shape[1:]), dtype=t.dtype, device=t.device) for _ in range(world)]
+    d.all_gather(parts, torch.cat([t.contiguous(), pad]))
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)])
+
+
+def local_rows(t: Tensor, n_total: int, batch: int, rank: int | None = None, world: int | None = None) -> Tensor:
+    """The rows ``k * batch + b`` of the particles ``k`` of this rank's block, from the full ``t``."""
+    if rank is None or world is None:
+        rank, world = rank_world(init=False)
+    s, e = shard_bounds(n_total, rank, world)
+    return t[s * batch:e * batch]
+
+
+def local_randn(shape: Sequence[int], n_total: int, batch: int, generator: torch.Generator | None = None,
+                device=None, dtype=None) -> Tensor:
+    """Standard normal noise for this rank's particles: the full draw of shape ``(n_total * batch,
+    *shape[1:])`` sliced to the local rows, so that any sharding gives the single-process numbers."""
+    from invdiff.utils.random import randn
+
+    full = randn((n_total * batch, *tuple(shape)[1:]), generator=generator, device=device, dtype=dtype)
+    return local_rows(full, n_total, batch)
+
+
+def sharded_resample(local_log_w: Tensor, local_tensors: Sequence[Tensor], n_total: int, batch: int,
+                     method: str = "systematic", generator: torch.Generator | None = None,
+                     ess_threshold: float = 1.0) -> tuple[Tensor, list[Tensor]]:
+    """Resample particles sharded over ranks; returns this rank's ``(log_w, tensors)``.
+
+    ``local_log_w``: ``(n_local * batch,)``; ``local_tensors``: ``(n_local * batch, ...)`` each,
+    rows ``k * batch + b``. The log-weights and tensors are all-gathered, the ancestors computed
+    on every rank from ``generator`` (the same state on every rank), and each rank keeps its
+    block. Measurements whose ESS is at least ``ess_threshold * n_total`` keep their particles
+    and weights; the others get ``log_w = 0``. ``generator`` is advanced exactly as in one
+    process (one call of the resampler), so later draws stay in step.
+    """
+    from invdiff.samplers.smc.resampling import ess, resample
+
+    lw = all_gather_rows(local_log_w)
+    if lw.shape[0] != n_total * batch:
+        raise ValueError(f"log-weights: expected {n_total} x {batch} rows over all ranks, got {lw.shape[0]}")
+    full = [all_gather_rows(t) for t in local_tensors]
+    folded = lw.reshape(n_total, batch)
+    low = ess(folded) < ess_threshold * n_total
+    if not bool(low.any()):
+        return local_log_w, list(local_tensors)
+    idx = resample(folded, method, generator)
+    keep = torch.arange(n_total, device=idx.device)[:, None].expand_as(idx)
+    idx = torch.where(low[None, :], idx, keep)
+    rows = (idx * batch + torch.arange(batch, device=idx.device)[None, :]).reshape(-1)
+    new_lw = torch.where(low[None, :], torch.zeros_like(folded), folded.gather(0, idx)).reshape(-1)
+    return local_rows(new_lw, n_total, batch), [local_rows(t[rows], n_total, batch) for t in full]
