@@ -7,6 +7,13 @@ Every operator made here has ``x_shape`` (one signal, no batch axis), ``y_shape`
 adjoint ``A_adjoint`` and ``baseline(y)``: the classical reconstruction of its modality
 (pseudo-inverse for ``Matrix``, filtered back-projection for ``CT``, zero-filled for
 single-coil and SENSE for multi-coil MRI, Wiener for ``Blur2D``, slice-wise for ``Volume``).
+
+Common to all (``operators.common``): the constructor arguments ``sigma``, ``gain``,
+``noise_model``, ``generator``, ``device``, ``dtype`` with one rule for conflicts, and
+``op.linear``. Complex signals are (real, imag) channels, converted only by
+``operators.complex``. Operators with an SVD (single-coil MRI, ``Matrix``) expose deepinv's
+decomposable interface (DDRM runs on them); ``operators.svd.decomposable(op)`` gives any small
+linear operator one from its dense matrix.
 """
 from invdiff.operators.registry import available, make, register
 from invdiff.operators.matrix import Matrix

@@ -18,14 +18,40 @@ from __future__ import annotations
 
 import torch
 
+from invdiff.operators.common import LinearFlag
 from invdiff.utils.checks import check_floating, check_shape
 
 
-class OperatorMixin:
-    """``x_shape``/``y_shape`` bookkeeping, shape/dtype checks and the ``baseline`` hook."""
+#: the attributes of deepinv's ``DecomposablePhysics`` (an SVD :math:`A = U \operatorname{diag}(s) V^\top`)
+SVD_ATTRIBUTES = ("mask", "U", "U_adjoint", "V", "V_adjoint")
+
+
+class OperatorMixin(LinearFlag):
+    """``x_shape``/``y_shape`` bookkeeping, shape/dtype checks and the ``baseline`` hook.
+
+    ``linear`` is ``True`` exactly for deepinv ``LinearPhysics``. ``supports_poisson`` is
+    ``False`` for operators with complex measurements (a ``gain`` is then rejected). Asking an
+    operator without an SVD for the decomposable interface (``op.mask``, ``op.V_adjoint``, ...,
+    what deepinv's DDRM reads) raises an ``AttributeError`` that says so and names the way out
+    (:func:`invdiff.operators.svd.decomposable`), instead of torch's bare "no attribute".
+    """
 
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
+    supports_poisson: bool = True
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in SVD_ATTRIBUTES:
+                raise AttributeError(
+                    f"{type(self).__name__} has no singular value decomposition, so no {name!r}: deepinv's "
+                    "DDRM and other SVD-based methods need a DecomposablePhysics (mask, U, V). Use a sampler "
+                    "that needs only A and A^T (DPS, DDS, DiffPIR), or invdiff.operators.svd.decomposable(op), "
+                    "which builds the exact SVD from the dense matrix (small operators only)"
+                ) from None
+            raise
 
     def check_x(self, x: torch.Tensor, name: str = "x") -> None:
         """Raise unless ``x`` is a floating tensor of shape ``(B, *x_shape)``."""

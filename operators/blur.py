@@ -23,7 +23,7 @@ from deepinv.physics import Blur as _DeepinvBlur
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin, tikhonov_cg
-from invdiff.operators.noise import make_noise
+from invdiff.operators.common import finite_number, resolve_common
 from invdiff.operators.registry import register
 from invdiff.utils.checks import check_floating
 
@@ -32,7 +32,7 @@ PADDINGS = ("circular", "reflect", "valid")
 
 def uniform_kernel(size: int) -> torch.Tensor:
     """A ``(size, size)`` box kernel of ones / size**2."""
-    if not isinstance(size, int) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size: expected an int >= 1, got {size!r}")
     return torch.full((size, size), 1.0 / size**2)
 
@@ -41,8 +41,9 @@ def gaussian_kernel(blur_sigma: float, size: int | None = None) -> torch.Tensor:
     r"""Isotropic Gaussian kernel :math:`k \propto e^{-|p|^2 / 2\sigma^2}` (deepinv's ``gaussian_blur``), sum 1."""
     from deepinv.physics.functional.blur import gaussian_blur
 
-    if not blur_sigma > 0:
-        raise ValueError(f"blur_sigma: expected > 0, got {blur_sigma}")
+    finite_number("blur_sigma", blur_sigma, low=0)
+    if size is not None:
+        finite_number("kernel_size", size, low=1, low_inclusive=True, integer=True)
     k = gaussian_blur(psf_size=None if size is None else (size, size), sigma=(blur_sigma, blur_sigma))
     return (k / k.sum()).reshape(k.shape[-2:])
 
@@ -51,8 +52,13 @@ def motion_kernel(size: int = 11, l: float = 0.3, sigma: float = 0.25, generator
     """A random motion-blur kernel (deepinv's ``MotionBlurGenerator``: Matérn-3/2 GP trajectory), sum 1."""
     from deepinv.physics.generator import MotionBlurGenerator
 
+    finite_number("kernel_size", size, low=1, low_inclusive=True, integer=True)
+    finite_number("l", l, low=0)  # the trajectory's length scale: l <= 0 gives an all-NaN kernel
+    finite_number("sigma", sigma, low=0)
     gen = MotionBlurGenerator((size, size), rng=generator, l=l, sigma=sigma, device=generator.device if generator else "cpu")
     k = gen.step(batch_size=1)["filter"][0, 0].cpu()
+    if not (bool(torch.isfinite(k).all()) and float(k.sum()) > 0):
+        raise ValueError(f"motion kernel: deepinv's generator gave a non-finite or zero kernel for size={size}, l={l}, sigma={sigma}")
     return k / k.sum()
 
 
@@ -65,7 +71,8 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
     :param channels: image channels (the kernel is applied to each).
     :param padding: ``"circular"`` (periodic), ``"reflect"`` (mirror without repeating the edge,
         output ``(H, W)``) or ``"valid"`` (output ``(H - kh + 1, W - kw + 1)``).
-    :param sigma: Gaussian noise level.
+    :param sigma, gain, noise_model, generator, device, dtype: the common arguments
+        (:mod:`invdiff.operators.common`).
 
     >>> op = Blur2D(uniform_kernel(3), size=8)
     >>> x = torch.zeros(1, 1, 8, 8); x[0, 0, 4, 4] = 9.0
@@ -82,24 +89,31 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
         channels: int = 1,
         padding: str = "circular",
         sigma: float | None = None,
+        gain: float | None = None,
         noise_model: NoiseModel | None = None,
         generator: torch.Generator | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ):
         check_floating("kernel", kernel)
         if kernel.ndim != 2 or kernel.numel() == 0:
             raise ValueError(f"kernel: expected shape (kh, kw), got {tuple(kernel.shape)}")
+        if not bool(torch.isfinite(kernel).all()):
+            raise ValueError("kernel: expected finite values, got NaN/inf")
         if padding not in PADDINGS:
             raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
+        finite_number("channels", channels, low=1, low_inclusive=True, integer=True)
         H, W = (size, size) if isinstance(size, int) else tuple(size)
+        for n in (H, W):
+            finite_number("size", n, low=1, low_inclusive=True, integer=True)
+        common = resolve_common(sigma, gain, noise_model, generator, device, dtype)
+        device = common.device
         kh, kw = kernel.shape
         if kh > H or kw > W:
             raise ValueError(f"kernel {kh}x{kw} larger than the image {H}x{W}")
         if padding == "reflect" and (kh // 2 >= H or kw // 2 >= W):
             raise ValueError("reflect padding needs kernel half-width < image size")
-        if noise_model is None:
-            noise_model = make_noise(sigma=sigma, generator=generator)
-        super().__init__(filter=kernel[None, None].to(device), padding=padding, noise_model=noise_model, device=device)
+        super().__init__(filter=kernel[None, None].to(device), padding=padding, noise_model=common.noise_model, device=device)
         self.H, self.W, self.channels = H, W, channels
         ph, pw = kh // 2, kw // 2
         # reflect: pad (ph, kh - 1 - ph) so the full conv of the padded image, cropped, is (H, W)
@@ -122,6 +136,7 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
             self._crop = (ph, ph + H, pw, pw + W) if padding == "reflect" else None
             self.y_shape = (channels, H, W)
         self.x_shape = (channels, H, W)
+        common.finish(self)
 
     def _khat(self, t: torch.Tensor, conj: bool = False) -> torch.Tensor:
         if t.dtype == torch.float64:
@@ -212,7 +227,9 @@ def blur_gaussian(size: int = 64, blur_sigma: float = 2.0, kernel_size: int | No
 
 @register("blur-motion", "random motion blur (Matern GP trajectory, seeded), Wiener baseline")
 def blur_motion(size: int = 64, kernel_size: int = 11, l: float = 0.3, seed: int = 0, **kwargs) -> Blur2D:
-    """Motion blur with a ``kernel_size`` kernel drawn from ``seed``."""
+    """Motion blur with a ``kernel_size`` kernel drawn from ``seed`` (``l > 0``: the length scale
+    of the camera trajectory)."""
+    finite_number("seed", seed, low=0, low_inclusive=True, integer=True)
     return Blur2D(motion_kernel(kernel_size, l=l, generator=torch.Generator().manual_seed(seed)), size=size, **kwargs)
 
 

@@ -9,6 +9,11 @@ deepinv's :class:`deepinv.physics.functional.Radon`: the same bilinear ray sampl
   dtype). deepinv's default adjoint is the same transpose through ``torch.func.vjp`` (exact:
   2e-10 relative in float32 at 64^2, 18 views), rebuilt whenever the batch size changes; its
   ``adjoint_via_backprop=False`` path (``IRadon``) is not exact (8e-5 relative);
+- scikit-image's rotation centre at every size: the image rotates about pixel
+  ``(G // 2, G // 2)`` of the ``G x G`` padded image and the rotation axis falls on detector
+  ``n_detectors // 2``, as ``skimage.transform.radon``/``iradon`` (deepinv rotates about
+  :math:`(G - 1)/2`, the same pixel for odd ``G`` only; see :func:`~invdiff.operators.ct_geometry.centre_shift`), so real
+  sinograms reconstructed by either library are centred;
 - float64 support (the grids follow the dtype of ``x``), shape/dtype checks on every call;
 - a filtered back-projection (``fbp`` / ``baseline``) weighted by the actual angular step, so
   sparse-view, limited-angle and full-circle (fan) scans are scaled correctly;
@@ -29,24 +34,9 @@ from deepinv.physics.functional.radon import SQRT2, Radon, RampFilter
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin, power_norm
-from invdiff.operators.noise import make_noise
+from invdiff.operators.common import finite_number, resolve_common
+from invdiff.operators.ct_geometry import as_angles, centre_shift
 from invdiff.operators.registry import register
-
-
-def _as_angles(angles, full_range: float) -> torch.Tensor:
-    """Angles in degrees as a float64 1-D tensor; an int ``n`` means ``n`` views on ``[0, full_range)``."""
-    if isinstance(angles, bool):
-        raise TypeError("angles: expected an int or a 1-D sequence of degrees, got a bool")
-    if isinstance(angles, int):
-        if angles < 1:
-            raise ValueError(f"angles: expected at least 1 view, got {angles}")
-        return torch.arange(angles, dtype=torch.float64) * (full_range / angles)
-    t = torch.as_tensor(angles, dtype=torch.float64).cpu()
-    if t.ndim != 1 or t.numel() == 0:
-        raise ValueError(f"angles: expected a non-empty 1-D sequence of degrees, got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("angles: expected finite values")
-    return t
 
 
 class _Project(torch.autograd.Function):
@@ -94,6 +84,16 @@ class CT(OperatorMixin, LinearPhysics):
     cosine pre-weighting and the iso-centre detector spacing (the ray-density weighting of the
     transpose is approximate); ``baseline`` rescales the FBP by a data-consistent scalar.
 
+    Geometry convention (scikit-image's ``radon(image, theta, circle)``, at odd and even sizes):
+    the image is zero-padded to :math:`G = \lceil \sqrt 2 N \rceil` (``circle=False``; padding
+    :math:`\lfloor G/2 \rfloor - \lfloor N/2 \rfloor` before) or kept (``circle=True``, :math:`G = N`,
+    support in skimage's circle :math:`|p - c| \le c`), rotated about :math:`c = \lfloor G/2 \rfloor`
+    (row, column), and summed along the rows, so that detector ``j`` is the line at signed
+    distance :math:`j - c` from the centre and ``y[..., j, a]`` equals
+    ``radon(x, theta)[j, a]`` (up to the bilinear interpolation and ``normalize``'s scale).
+    Angles in degrees, counter-clockwise as skimage. Fan beam: the same centre, the central
+    ray on detector :math:`\lfloor n_{det}/2 \rfloor`.
+
     :param size: image side ``N``.
     :param angles: number of views (uniform on ``[0, 180)`` degrees, ``[0, 360)`` for fan beam)
         or the view angles in degrees.
@@ -106,7 +106,9 @@ class CT(OperatorMixin, LinearPhysics):
         always has one detector per padded pixel.
     :param circle: restrict to the inscribed disc (no padding) as deepinv's ``circle=True``.
     :param normalize: divide by the operator norm.
-    :param sigma, gain: Gaussian noise level and/or Poisson gain (deepinv noise models).
+    :param sigma, gain, noise_model, generator, device, dtype: Gaussian noise level and/or
+        Poisson gain (deepinv noise models) and the other common arguments, resolved by
+        :func:`invdiff.operators.common.resolve_common`.
 
     >>> op = CT(32, angles=8)
     >>> op.x_shape, op.y_shape
@@ -131,18 +133,24 @@ class CT(OperatorMixin, LinearPhysics):
         gain: float | None = None,
         noise_model: NoiseModel | None = None,
         generator: torch.Generator | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ):
-        if not isinstance(size, int) or size < 2:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
             raise ValueError(f"size: expected an int >= 2, got {size!r}")
-        if not isinstance(channels, int) or channels < 1:
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels: expected an int >= 1, got {channels!r}")
-        theta = _as_angles(angles, 360.0 if fan_beam else 180.0)
-        if noise_model is None:
-            noise_model = make_noise(sigma=sigma, gain=gain, generator=generator)
-        elif sigma is not None or gain is not None:
-            raise ValueError("give either sigma/gain or noise_model, not both")
-        super().__init__(noise_model=noise_model, device=device)
+        theta = as_angles(angles, 360.0 if fan_beam else 180.0)
+        if not fan_beam:
+            given = [k for k, v in (("source_distance", source_distance), ("detector_distance", detector_distance),
+                                    ("n_detectors", n_detectors)) if v is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: fan-beam settings, but fan_beam=False (parallel beam has one detector per padded pixel)")
+        if circle and fan_beam:
+            raise ValueError("circle=True is a parallel-beam option; expected circle=False with fan_beam=True")
+        common = resolve_common(sigma, gain, noise_model, generator, device, dtype)
+        device = common.device
+        super().__init__(noise_model=common.noise_model, device=device)
 
         self.size, self.channels, self.circle, self.fan_beam = size, channels, circle, fan_beam
         self.n_angles = theta.numel()
@@ -158,9 +166,10 @@ class CT(OperatorMixin, LinearPhysics):
         self.grid_size = G
         fan_parameters = None
         if fan_beam:
-            R_s = float(source_distance if source_distance is not None else 2 * size)
-            R_d = float(detector_distance if detector_distance is not None else size)
-            n_det = int(n_detectors if n_detectors is not None else G)
+            R_s = finite_number("source_distance", source_distance if source_distance is not None else 2 * size)
+            R_d = finite_number("detector_distance", detector_distance if detector_distance is not None else size)
+            n_det = finite_number("n_detectors", n_detectors if n_detectors is not None else G, integer=True)
+            R_s, R_d = float(R_s), float(R_d)
             if R_s <= G / 2 or R_d < 0 or n_det < 2:
                 raise ValueError(
                     f"fan beam: expected source_distance > {G / 2} (half the padded image), detector_distance >= 0 "
@@ -184,8 +193,9 @@ class CT(OperatorMixin, LinearPhysics):
             size, grid_theta.to(torch.float32), circle=circle, parallel_computation=True,
             fan_beam=fan_beam, fan_parameters=fan_parameters, dtype=torch.float32, device=device,
         )
+        grid = radon.all_grids + centre_shift(radon.all_grids, grid_theta, G, fan_parameters)
         self.register_buffer("angles", theta.to(device=device, dtype=torch.float32))
-        self.register_buffer("grid", radon.all_grids.to(device))  # (1, G, n_det * n_angles, 2)
+        self.register_buffer("grid", grid.to(device))  # (1, G, n_det * n_angles, 2)
         self._grid_cache: dict = {}
         self.ramp = RampFilter(dtype=torch.float32)
         self.x_shape = (channels, size, size)
@@ -194,6 +204,7 @@ class CT(OperatorMixin, LinearPhysics):
         self.normalize = normalize
         if normalize:
             self.scale = 1.0 / power_norm(self, (1, size, size), n_iter=100, tol=1e-6, dtype=torch.float32, device=device)
+        common.finish(self)
 
     # -- raw transforms (no autograd bookkeeping; autograd goes through _Project/_BackProject) --
     def _grid_for(self, t: torch.Tensor) -> torch.Tensor:
@@ -205,9 +216,11 @@ class CT(OperatorMixin, LinearPhysics):
         return self._grid_cache[key]
 
     def _disc(self, t: torch.Tensor) -> torch.Tensor:
-        # deepinv's circle mask: pixels with centres inside the inscribed circle
-        ax = 2 * torch.arange(self.size, dtype=t.dtype, device=t.device) / (self.size - 1) - 1
-        return ((ax[None, :] ** 2 + ax[:, None] ** 2) <= 1).to(t.dtype)
+        # scikit-image's reconstruction circle: |p - c|^2 <= c^2 with c = size // 2 (for odd
+        # sizes the same pixels as deepinv's inscribed circle)
+        c = self.size // 2
+        ax = (torch.arange(self.size, device=t.device) - c) ** 2
+        return ((ax[None, :] + ax[:, None]) <= c * c).to(t.dtype)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         N, C = x.shape[:2]
@@ -258,7 +271,7 @@ class CT(OperatorMixin, LinearPhysics):
             R_s = self.source_distance
             mag = (R_s + self.detector_distance) / R_s
             d_iso = self.detector_spacing / mag
-            u = (torch.arange(self.n_detectors, dtype=y.dtype, device=y.device) - (self.n_detectors - 1) / 2) * d_iso
+            u = (torch.arange(self.n_detectors, dtype=y.dtype, device=y.device) - self.n_detectors // 2) * d_iso
             y = y * (R_s / torch.sqrt(R_s**2 + u**2))[:, None]
         else:
             d_iso = 1.0

@@ -16,12 +16,13 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin
-from invdiff.operators.noise import make_noise
+from invdiff.operators.common import finite_number, resolve_common
 from invdiff.operators.registry import register
+from invdiff.operators.svd import SVDMixin
 from invdiff.utils.checks import check_floating
 
 
-class Matrix(OperatorMixin, LinearPhysics):
+class Matrix(SVDMixin, OperatorMixin, LinearPhysics):
     r"""A dense matrix as a linear operator on vectors: :math:`y = A x + \sigma \varepsilon`.
 
     .. math::
@@ -29,9 +30,12 @@ class Matrix(OperatorMixin, LinearPhysics):
         A^\dagger = V \Sigma^{+} U^\top .
 
     :param matrix: ``(m, n)`` (shared by the batch) or ``(B, m, n)`` (one matrix per signal).
-    :param sigma: standard deviation of additive Gaussian noise (``None``: noiseless).
-    :param noise_model: any deepinv noise model (instead of ``sigma``).
-    :param generator: ``torch.Generator`` of the noise.
+    :param sigma, gain, noise_model, generator, device, dtype: the common arguments
+        (:mod:`invdiff.operators.common`; ``device`` / ``dtype`` default to the matrix's).
+
+    It exposes deepinv's decomposable interface (``mask``, ``U``, ``U_adjoint``, ``V``,
+    ``V_adjoint``; :class:`~invdiff.operators.svd.SVDMixin`, from the SVD computed once on first
+    use), so deepinv's DDRM runs on it (one shared matrix; a batch of matrices has no single SVD).
 
     Signals are ``(B, n)``; measurements ``(B, m)``. The matrix follows the dtype of ``x`` on
     each call (a float32 matrix applied to a float64 signal is exact in float64).
@@ -47,23 +51,26 @@ class Matrix(OperatorMixin, LinearPhysics):
         self,
         matrix: torch.Tensor,
         sigma: float | None = None,
+        gain: float | None = None,
         noise_model: NoiseModel | None = None,
         generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ):
         check_floating("matrix", matrix)
         if matrix.ndim not in (2, 3):
             raise ValueError(f"matrix: expected shape (m, n) or (B, m, n), got {tuple(matrix.shape)}")
         if matrix.shape[-1] == 0 or matrix.shape[-2] == 0:
             raise ValueError(f"matrix: expected non-empty dimensions, got {tuple(matrix.shape)}")
-        if sigma is not None and noise_model is not None:
-            raise ValueError("give either sigma or noise_model, not both")
-        if noise_model is None:
-            noise_model = make_noise(sigma=sigma, generator=generator)
-        super().__init__(noise_model=noise_model, device=matrix.device)
+        common = resolve_common(sigma, gain, noise_model, generator, matrix.device if device is None else device, dtype)
+        matrix = matrix.to(device=common.device, dtype=common.dtype or matrix.dtype)
+        super().__init__(noise_model=common.noise_model, device=common.device)
         self.register_buffer("matrix", matrix)
         self.x_shape = (matrix.shape[-1],)
         self.y_shape = (matrix.shape[-2],)
         self._pinv: torch.Tensor | None = None
+        self._svd_cache = None
+        common.finish(self)
 
     @property
     def batched(self) -> bool:
@@ -101,6 +108,13 @@ class Matrix(OperatorMixin, LinearPhysics):
         M = self.matrix if dtype is None else self.matrix.to(dtype)
         return torch.linalg.svd(M, full_matrices=False)
 
+    def dense_matrix(self) -> torch.Tensor:
+        """The ``(m, n)`` matrix, for :class:`~invdiff.operators.svd.SVDMixin` (one shared matrix only)."""
+        if self.batched:
+            # AttributeError: hasattr(op, "mask") stays False for a batch of matrices
+            raise AttributeError("a batched Matrix holds one matrix per signal, so no single SVD (deepinv's DDRM needs one)")
+        return self.matrix
+
     def pinv(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         r"""The Moore-Penrose pseudo-inverse :math:`A^\dagger` (computed once in float64, cached)."""
         if self._pinv is None or self._pinv.device != self.matrix.device:
@@ -135,11 +149,10 @@ def make_matrix(
     n: int = 16,
     kind: str = "svd",
     seed: int = 0,
-    sigma: float | None = None,
     s_min: float = 0.0,
     s_max: float = 1.0,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
     **kwargs,
 ) -> Matrix:
     r"""A random ``(m, n)`` :class:`Matrix`.
@@ -148,14 +161,19 @@ def make_matrix(
     :math:`\mathbb E\|Ax\|^2 = \|x\|^2`). ``kind="svd"``: :math:`A = U \operatorname{diag}(s) V^\top`
     with Haar-orthogonal ``U``, ``V`` and :math:`s_i \sim \mathcal U(s_{min}, s_{max})` sorted
     descending (the MCGdiff benchmark). ``seed`` fixes the matrix; the factors are kept as
-    ``op.U``, ``op.s``, ``op.V``.
+    ``op.factors = (U, s, V)`` (thin, ``U`` of shape ``(m, k)``, ``V`` ``(n, k)``) and ``op.s``.
+    ``dtype`` (default float32) and ``device`` are the matrix's; ``sigma``, ``gain``,
+    ``noise_model``, ``generator`` go to :class:`Matrix`.
 
     >>> A = make_matrix(m=2, n=4, seed=1)
     >>> A.matrix.shape, bool((A.s[:-1] >= A.s[1:]).all())
     (torch.Size([2, 4]), True)
     """
-    if not (isinstance(m, int) and isinstance(n, int)) or m < 1 or n < 1:
+    if not (isinstance(m, int) and isinstance(n, int)) or isinstance(m, bool) or isinstance(n, bool) or m < 1 or n < 1:
         raise ValueError(f"m, n: expected positive integers, got m={m!r}, n={n!r}")
+    finite_number("s_min", s_min)
+    finite_number("s_max", s_max)
+    finite_number("seed", seed, low=0, low_inclusive=True, integer=True)
     if not 0 <= s_min <= s_max:
         raise ValueError(f"expected 0 <= s_min <= s_max, got s_min={s_min}, s_max={s_max}")
     g = torch.Generator().manual_seed(seed)
@@ -171,7 +189,8 @@ def make_matrix(
         factors = (U[:, :k], s, V[:, :k])
     else:
         raise ValueError(f"kind: expected 'gaussian' or 'svd', got {kind!r}")
-    op = Matrix(M.to(dtype=dtype, device=device), sigma=sigma, **kwargs)
+    op = Matrix(M.to(dtype or torch.float32), device=device, **kwargs)
     if factors is not None:
-        op.U, op.s, op.V = (f.to(dtype=dtype, device=device) for f in factors)
+        op.s = factors[1].to(dtype=op.matrix.dtype, device=op.matrix.device)
+        op.factors = tuple(f.to(dtype=op.matrix.dtype, device=op.matrix.device) for f in factors)
     return op

@@ -22,8 +22,9 @@ from deepinv.physics import MultiCoilMRI as _DeepinvMultiCoilMRI
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin, tikhonov_cg
+from invdiff.operators.common import finite_number, resolve_common
+from invdiff.operators.complex import to_channels, to_complex
 from invdiff.operators.masks import cartesian_mask
-from invdiff.operators.noise import make_noise
 from invdiff.operators.registry import register
 from invdiff.utils.checks import check_floating
 
@@ -53,16 +54,6 @@ def centred_fft2(z: torch.Tensor, c_in: torch.Tensor | None, inverse: bool = Fal
     if c_in is not None:
         return f(z, norm="ortho")
     return torch.fft.fftshift(f(torch.fft.ifftshift(z, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
-
-
-def _to_complex(t: torch.Tensor) -> torch.Tensor:
-    """``(B, 2, ...)`` real -> ``(B, ...)`` complex (one pass, works on strided input)."""
-    return torch.complex(t[:, 0], t[:, 1])
-
-
-def _to_real(z: torch.Tensor) -> torch.Tensor:
-    """``(B, ...)`` complex -> ``(B, 2, ...)`` real (a view, no copy)."""
-    return torch.view_as_real(z).movedim(-1, 1)
 
 
 class _ComplexConstants:
@@ -146,7 +137,11 @@ class SingleCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMRI):
         A = M \mathcal F_c, \qquad A^\top = \mathcal F_c^{H} M, \qquad A^\dagger = A^\top
 
     (orthonormal centred FFT :math:`\mathcal F_c`, binary mask :math:`M`; so :math:`\|A\| = 1`
-    and the zero-filled reconstruction is the exact pseudo-inverse).
+    and the zero-filled reconstruction is the exact pseudo-inverse). It is deepinv's
+    ``DecomposablePhysics`` with :math:`U = I`, :math:`V^\top = \mathcal F_c` and the singular
+    values ``mask``, so deepinv's DDRM runs on it. Common arguments (``sigma``, ``noise_model``,
+    ``generator``, ``device``, ``dtype``): :mod:`invdiff.operators.common` (``gain`` is rejected:
+    k-space is complex).
 
     >>> op = SingleCoilMRI(torch.ones(8, 8))
     >>> x = torch.randn(2, 2, 8, 8)
@@ -154,43 +149,48 @@ class SingleCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMRI):
     True
     """
 
+    supports_poisson = False
+
     def __init__(
         self,
         mask: torch.Tensor,
         sigma: float | None = None,
+        gain: float | None = None,
         noise_model: NoiseModel | None = None,
         generator: torch.Generator | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ):
+        common = resolve_common(sigma, gain, noise_model, generator, device, dtype, poisson=False)
+        device = common.device
         mask = _check_mask(mask).to(device)
-        if noise_model is None:
-            noise_model = make_noise(sigma=sigma, generator=generator)
-        super().__init__(mask=mask, noise_model=noise_model, device=device)
+        super().__init__(mask=mask, noise_model=common.noise_model, device=device)
         H, W = mask.shape
         c_in, c_out = _phases(H, W)
         self.register_buffer("c_in", c_in.to(device) if c_in is not None else None)
         self.register_buffer("mask_out", mask * c_out.to(device) if c_out is not None else mask.clone())
         self.x_shape = (2, H, W)
         self.y_shape = (2, H, W)
+        common.finish(self)
 
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`y = M \mathcal F_c x`, shape ``(B, 2, H, W)``."""
         self.check_x(x)
         self._no_update(kwargs)
-        z = _to_complex(x)
+        z = to_complex(x)
         if self.c_in is not None:
             z.mul_(self._c("c_in", x))
         k = centred_fft2(z, self.c_in)
-        return _to_real(k.mul_(self._c("mask_out", x)))
+        return to_channels(k.mul_(self._c("mask_out", x)))
 
     def A_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`x = \mathcal F_c^H M y` (zero-filled inverse FFT)."""
         self.check_y(y)
         self._no_update(kwargs)
-        z = centred_fft2(_to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
+        z = centred_fft2(to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
         if self.c_in is not None:
             z.mul_(self._c("c_in", y))
-        return _to_real(z)
+        return to_channels(z)
 
     def A_dagger(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r"""The pseudo-inverse, which for a binary mask is the zero-filled :math:`A^\top y`."""
@@ -213,17 +213,25 @@ class MultiCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMultiCoilMRI):
 
     :param mask: ``(H, W)`` binary mask.
     :param coil_maps: ``(n_coils, H, W)`` complex maps, or an int: that many birdcage maps.
+    :param sigma, gain, noise_model, generator, device, dtype: see :mod:`invdiff.operators.common`
+        (``gain`` is rejected: k-space is complex).
     """
+
+    supports_poisson = False
 
     def __init__(
         self,
         mask: torch.Tensor,
         coil_maps: torch.Tensor | int = 8,
         sigma: float | None = None,
+        gain: float | None = None,
         noise_model: NoiseModel | None = None,
         generator: torch.Generator | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ):
+        common = resolve_common(sigma, gain, noise_model, generator, device, dtype, poisson=False)
+        device = common.device
         mask = _check_mask(mask).to(device)
         H, W = mask.shape
         if isinstance(coil_maps, int):
@@ -233,9 +241,7 @@ class MultiCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMultiCoilMRI):
         if tuple(coil_maps.shape[1:]) != (H, W):
             raise ValueError(f"coil_maps: expected shape (n_coils, {H}, {W}), got {tuple(coil_maps.shape)}")
         coil_maps = coil_maps.to(device)
-        if noise_model is None:
-            noise_model = make_noise(sigma=sigma, generator=generator)
-        super().__init__(mask=mask, coil_maps=coil_maps, img_size=(H, W), noise_model=noise_model, device=device)
+        super().__init__(mask=mask, coil_maps=coil_maps, img_size=(H, W), noise_model=common.noise_model, device=device)
         c_in, c_out = _phases(H, W)
         self.register_buffer("c_in", c_in.to(device) if c_in is not None else None)
         self.register_buffer("maps_in", coil_maps * c_in.to(device) if c_in is not None else coil_maps.clone())
@@ -244,20 +250,21 @@ class MultiCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMultiCoilMRI):
         self.n_coils = coil_maps.shape[0]
         self.x_shape = (2, H, W)
         self.y_shape = (2, self.n_coils, H, W)
+        common.finish(self)
 
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`y_c = M \mathcal F_c (S_c x)`, shape ``(B, 2, n_coils, H, W)``."""
         self.check_x(x)
         self._no_update(kwargs)
-        z = self._c("maps_in", x) * _to_complex(x)[:, None]
-        return _to_real(centred_fft2(z, self.c_in).mul_(self._c("mask_out", x)))
+        z = self._c("maps_in", x) * to_complex(x)[:, None]
+        return to_channels(centred_fft2(z, self.c_in).mul_(self._c("mask_out", x)))
 
     def A_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         r""":math:`A^\top y = \sum_c \bar S_c \odot \mathcal F_c^H (M y_c)`, shape ``(B, 2, H, W)``."""
         self.check_y(y)
         self._no_update(kwargs)
-        z = centred_fft2(_to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
-        return _to_real((self._c("maps_conj", y) * z).sum(1))
+        z = centred_fft2(to_complex(y).mul_(self._c("mask_out", y)), self.c_in, inverse=True)
+        return to_channels((self._c("maps_conj", y) * z).sum(1))
 
     def zero_filled(self, y: torch.Tensor) -> torch.Tensor:
         r"""Coil-combined zero-filled image :math:`A^\top y` (optimal coil combination, as :math:`\sum |S|^2 = 1`)."""
@@ -279,6 +286,9 @@ class MultiCoilMRI(_ComplexConstants, OperatorMixin, _DeepinvMultiCoilMRI):
 def _mask(size, acceleration, mask, center_fraction, seed):
     if isinstance(mask, torch.Tensor):
         return mask
+    finite_number("size", size, low=2, low_inclusive=True, integer=True)
+    finite_number("acceleration", acceleration, low=1, low_inclusive=True)
+    finite_number("seed", seed, low=0, low_inclusive=True, integer=True)
     return cartesian_mask((size, size), acceleration, center_fraction, kind=mask, generator=torch.Generator().manual_seed(seed))
 
 

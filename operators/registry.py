@@ -3,7 +3,10 @@
 An operator module registers a factory with ``@register("name", "one-line description")``.
 Every module of this package is imported on the first lookup (no central list to edit), so a
 new operator file only needs its ``@register`` lines. A made operator carries ``x_shape``:
-the shape of one signal without the batch axis, so a caller can make a valid input.
+the shape of one signal without the batch axis, so a caller can make a valid input, and
+``linear`` (``True`` exactly for deepinv ``LinearPhysics``). Every factory accepts the common
+arguments ``sigma``, ``gain``, ``noise_model``, ``generator``, ``device``, ``dtype``, resolved
+by :func:`invdiff.operators.common.resolve_common` (one rule for conflicts).
 """
 from __future__ import annotations
 
@@ -60,4 +63,11 @@ def make(name: str, **kwargs):
     op = _FACTORIES[name][0](**kwargs)
     if not hasattr(op, "x_shape"):
         raise TypeError(f"operator factory {name!r} returned an object without x_shape")
+    from invdiff.operators.common import is_linear
+
+    linear = getattr(op, "linear", None)
+    if linear is None:
+        op.linear = is_linear(op)
+    elif linear != is_linear(op):
+        raise TypeError(f"operator factory {name!r}: op.linear={linear} but deepinv LinearPhysics={is_linear(op)}")
     return op

@@ -14,7 +14,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin
-from invdiff.operators.noise import make_noise
+from invdiff.operators.common import pop_common, resolve_common
 from invdiff.operators.registry import register
 
 
@@ -34,7 +34,8 @@ class Volume(OperatorMixin, LinearPhysics):
     :param axis: the slice axis of ``(B, C, D, H, W)``: 2 (D, default), 3 (H) or 4 (W); the
         other two spatial axes, in order, are the 2D operator's ``(h, w)``.
     :param chunk: slices per call of the 2D operator.
-    :param sigma: Gaussian noise level (else the noise model of ``op2d`` is not used).
+    :param sigma, gain, noise_model, generator, device, dtype: the common arguments of the volume
+        operator (:mod:`invdiff.operators.common`); the noise model of ``op2d`` is not used.
 
     >>> from invdiff.operators.mri import SingleCoilMRI
     >>> vol = Volume(SingleCoilMRI(torch.ones(8, 8)), depth=4)
@@ -50,8 +51,11 @@ class Volume(OperatorMixin, LinearPhysics):
         chunk: int = 32,
         x_shape: tuple[int, int, int] | None = None,
         sigma: float | None = None,
+        gain: float | None = None,
         noise_model: NoiseModel | None = None,
         generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ):
         xs2 = tuple(x_shape if x_shape is not None else getattr(op2d, "x_shape", ()))
         if len(xs2) != 3:
@@ -64,9 +68,12 @@ class Volume(OperatorMixin, LinearPhysics):
             raise ValueError(f"axis: expected 2, 3 or 4 (a spatial axis of (B, C, D, H, W)), got {axis}")
         if not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk: expected an int >= 1, got {chunk!r}")
-        if noise_model is None:
-            noise_model = make_noise(sigma=sigma, generator=generator)
-        super().__init__(noise_model=noise_model)
+        poisson = getattr(op2d, "supports_poisson", True)
+        if device is None and isinstance(op2d, torch.nn.Module):
+            device = next(op2d.buffers(), torch.empty(0)).device  # follow the 2D operator
+        common = resolve_common(sigma, gain, noise_model, generator, device, dtype, poisson=poisson)
+        super().__init__(noise_model=common.noise_model, device=common.device)
+        self.supports_poisson = poisson
         self.op2d, self.depth, self.axis, self.chunk = op2d, depth, axis, chunk
         C, h, w = xs2
         spatial = [h, w]
@@ -78,6 +85,7 @@ class Volume(OperatorMixin, LinearPhysics):
             with torch.no_grad():
                 ys2 = tuple(op2d.A(torch.zeros(1, *xs2)).shape[1:])
         self.y_shape = (depth, *ys2)
+        common.finish(self)
 
     def _slices(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C, D, H, W) -> (B * D, C, h, w)
@@ -111,17 +119,23 @@ class Volume(OperatorMixin, LinearPhysics):
 
 
 @register("volume-ct", "sparse-view parallel-beam CT on every axial slice of a (B, 1, D, N, N) volume")
-def volume_ct(size: int = 64, depth: int | None = None, views: int = 8, axis: int = 2, chunk: int = 32, sigma: float | None = None, **kwargs) -> Volume:
-    """DiffusionMBIR's setting: ``views``-view CT (default 8) per slice along ``axis``."""
+def volume_ct(size: int = 64, depth: int | None = None, views: int = 8, axis: int = 2, chunk: int = 32, **kwargs) -> Volume:
+    """DiffusionMBIR's setting: ``views``-view CT (default 8) per slice along ``axis``; the common
+    arguments (noise, generator, device, dtype) go to the volume operator, the rest to ``CT``."""
     from invdiff.operators.ct import CT
 
-    return Volume(CT(size, angles=views, **kwargs), depth=depth or size, axis=axis, chunk=chunk, sigma=sigma)
+    common = pop_common(kwargs)
+    op2d = CT(size, angles=views, device=common.get("device"), **kwargs)
+    return Volume(op2d, depth=size if depth is None else depth, axis=axis, chunk=chunk, **common)
 
 
 @register("volume-mri", "single-coil Cartesian MRI (same mask) on every slice of a (B, 2, D, N, N) volume")
 def volume_mri(size: int = 64, depth: int | None = None, acceleration: float = 4, axis: int = 2, chunk: int = 32,
-               sigma: float | None = None, **kwargs) -> Volume:
-    """CS-MRI per slice: the ``mri-4x`` operator (``acceleration``, mask kind, seed) on each slice."""
+               **kwargs) -> Volume:
+    """CS-MRI per slice: the ``mri-4x`` operator (``acceleration``, mask kind, seed) on each slice;
+    the common arguments go to the volume operator."""
     from invdiff.operators.mri import mri_4x
 
-    return Volume(mri_4x(size=size, acceleration=acceleration, **kwargs), depth=depth or size, axis=axis, chunk=chunk, sigma=sigma)
+    common = pop_common(kwargs)
+    op2d = mri_4x(size=size, acceleration=acceleration, device=common.get("device"), **kwargs)
+    return Volume(op2d, depth=size if depth is None else depth, axis=axis, chunk=chunk, **common)

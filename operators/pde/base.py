@@ -15,10 +15,11 @@ from collections.abc import Sequence
 import torch
 from deepinv.physics import Physics
 
-from invdiff.utils import check_floating, check_positive, check_shape, progress
+from invdiff.operators.common import LinearFlag, check_positive_finite
+from invdiff.utils import check_floating, check_shape, progress
 
 
-class PDESolver(Physics):
+class PDESolver(LinearFlag, Physics):
     """Base class: initial condition -> trajectory (or final field), differentiable by autograd.
 
     Subclasses set ``self.grid`` (spatial shape) and implement ``_begin(u0) -> state``,
@@ -29,8 +30,8 @@ class PDESolver(Physics):
     def __init__(self, grid: Sequence[int], t_final: float, n_frames: int, dt_max: float,
                  output: str = "trajectory", progress: bool = False, **kwargs):
         super().__init__(**kwargs)
-        check_positive("t_final", t_final)
-        check_positive("dt_max", dt_max)
+        check_positive_finite("t_final", t_final)
+        check_positive_finite("dt_max", dt_max)
         if int(n_frames) != n_frames or n_frames < 2:
             raise ValueError(f"n_frames: expected an integer >= 2 (the first frame is t=0), got {n_frames}")
         if output not in ("trajectory", "final"):

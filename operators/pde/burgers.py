@@ -19,8 +19,9 @@ import math
 
 import torch
 
+from invdiff.operators.common import check_positive_finite, pop_common, with_common
 from invdiff.operators.registry import register
-from invdiff.utils import check_positive, check_shape
+from invdiff.utils import check_shape
 
 from .base import PDESolver
 from .spectral import ETDRK4, _last_axis_weights, dealias_mask, derivative_wavenumbers, wavenumbers
@@ -66,8 +67,8 @@ class BurgersPeriodic(PDESolver):
 
     def __init__(self, n: int = 256, nu: float = 0.01, length: float = 1.0, t_final: float = 1.0,
                  n_frames: int = 11, dt_max: float = 1e-3, output: str = "trajectory", progress: bool = False):
-        check_positive("nu", nu)
-        check_positive("length", length)
+        check_positive_finite("nu", nu)
+        check_positive_finite("length", length)
         if n < 4:
             raise ValueError(f"n: expected at least 4 grid points, got {n}")
         super().__init__((n,), t_final, n_frames, dt_max, output, progress)
@@ -175,9 +176,9 @@ class BurgersDirichlet(PDESolver):
     def __init__(self, n: int = 128, nu: float = 0.01, length: float = 1.0, t_final: float = 8.0,
                  n_frames: int = 81, forcing: torch.Tensor | None = None, u_max: float = 4.0,
                  dt_max: float | None = None, output: str = "trajectory", progress: bool = False):
-        check_positive("nu", nu)
-        check_positive("length", length)
-        check_positive("u_max", u_max)
+        check_positive_finite("nu", nu)
+        check_positive_finite("length", length)
+        check_positive_finite("u_max", u_max)
         if n < 3:
             raise ValueError(f"n: expected at least 3 nodes, got {n}")
         h = length / (n - 1)
@@ -314,9 +315,11 @@ class _DirichletRK4Step(torch.autograd.Function):
 
 @register("pde-burgers", "1D periodic viscous Burgers (pseudo-spectral, ETDRK4): u0 -> trajectory")
 def _make_burgers(**kw) -> BurgersPeriodic:
-    return BurgersPeriodic(**kw)
+    common = pop_common(kw)
+    return with_common(BurgersPeriodic(**kw), **common)
 
 
 @register("pde-burgers-dirichlet", "forced 1D Burgers on [0,1], u=0 at the ends (WDNO set-up): u0 -> trajectory")
 def _make_burgers_dirichlet(**kw) -> BurgersDirichlet:
-    return BurgersDirichlet(**kw)
+    common = pop_common(kw)
+    return with_common(BurgersDirichlet(**kw), **common)

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 import torch
 from deepinv.physics import LinearPhysics
 
+from invdiff.operators.common import LinearFlag, check_positive_finite, finite_number, pop_common, with_common
 from invdiff.operators.registry import register
-from invdiff.utils import check_floating, check_positive, check_shape
+from invdiff.utils import check_floating, check_shape
 
 from .spectral import derivative_wavenumbers, wavenumbers
 
 
-class AdvectionDiffusion(LinearPhysics):
+class AdvectionDiffusion(LinearFlag, LinearPhysics):
     """Exact advection-diffusion on the torus :math:`[0, L)^d` (d = 1, 2) as a ``LinearPhysics``.
 
     :param grid: ``(n,)`` or ``(n_x, n_y)``; signals are ``(B, C, *grid)``, grid :math:`x_j = jL/n`.
@@ -51,10 +52,12 @@ class AdvectionDiffusion(LinearPhysics):
         lengths = (float(length),) * d if isinstance(length, (int, float)) else tuple(float(v) for v in length)
         if len(vel) != d or len(lengths) != d:
             raise ValueError(f"velocity/length: expected {d} values for grid {grid}, got {vel} / {lengths}")
-        check_positive("kappa", kappa, allow_zero=True)
-        check_positive("t_final", t_final)
+        check_positive_finite("kappa", kappa, allow_zero=True)
+        for v in vel:
+            finite_number("velocity", v)
+        check_positive_finite("t_final", t_final)
         for L in lengths:
-            check_positive("length", L)
+            check_positive_finite("length", L)
         if int(n_frames) != n_frames or n_frames < 1:
             raise ValueError(f"n_frames: expected an integer >= 1, got {n_frames}")
         if output not in ("trajectory", "final"):
@@ -113,4 +116,5 @@ class AdvectionDiffusion(LinearPhysics):
 
 @register("pde-heat", "linear advection-diffusion on the 1D/2D torus, exact in Fourier space: u0 -> trajectory")
 def _make_heat(**kw) -> AdvectionDiffusion:
-    return AdvectionDiffusion(**kw)
+    common = pop_common(kw)
+    return with_common(AdvectionDiffusion(**kw), **common)

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
+from invdiff.operators.common import check_positive_finite, finite_number, pop_common, with_common
 from invdiff.operators.registry import register
-from invdiff.utils import check_positive, check_shape
+from invdiff.utils import check_shape
 
 from .base import PDESolver
 from .spectral import ETDRK4, _last_axis_weights, dealias_mask, derivative_wavenumbers, wavenumbers
@@ -162,11 +163,13 @@ class NavierStokes2D(PDESolver):
                  u_max: float = 2.0, dt_max: float | None = None, output: str = "trajectory", progress: bool = False):
         shape = tuple(int(v) for v in _pair(n, "n"))
         lengths = tuple(float(v) for v in _pair(length, "length"))
-        check_positive("nu", nu, allow_zero=True)
-        check_positive("drag", drag, allow_zero=True)
-        check_positive("u_max", u_max)
+        check_positive_finite("nu", nu, allow_zero=True)
+        check_positive_finite("drag", drag, allow_zero=True)
+        check_positive_finite("u_max", u_max)
+        finite_number("forcing_amplitude", forcing_amplitude)
+        finite_number("forcing_wavenumber", forcing_wavenumber)
         for v in lengths:
-            check_positive("length", v)
+            check_positive_finite("length", v)
         h = min(L / m for L, m in zip(lengths, shape))
         cfl = 0.5 * h / u_max
         dt_max = cfl if dt_max is None else dt_max
@@ -202,4 +205,5 @@ class NavierStokes2D(PDESolver):
 
 @register("pde-ns2d", "2D Navier-Stokes vorticity on the torus (pseudo-spectral, ETDRK4): w0 -> trajectory")
 def _make_ns2d(**kw) -> NavierStokes2D:
-    return NavierStokes2D(**kw)
+    common = pop_common(kw)
+    return with_common(NavierStokes2D(**kw), **common)

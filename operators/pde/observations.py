@@ -19,8 +19,9 @@ import torch
 from deepinv.physics import LinearPhysics, Physics
 from deepinv.physics.forward import compose
 
+from invdiff.operators.common import LinearFlag, check_positive_finite, is_linear, with_common
 from invdiff.operators.registry import register
-from invdiff.utils import check_floating, check_positive
+from invdiff.utils import check_floating
 from invdiff.utils.random import rand
 
 
@@ -31,7 +32,7 @@ def _as_tuple(v, d: int, name: str) -> tuple:
     return v
 
 
-class PointSensors(LinearPhysics):
+class PointSensors(LinearFlag, LinearPhysics):
     """Point sensors with (bi)linear interpolation of a 1D/2D grid.
 
     For a sensor at :math:`p` with cell :math:`j = \\lfloor p / h \\rfloor` and offset
@@ -70,7 +71,7 @@ class PointSensors(LinearPhysics):
         if positions.dim() != 2 or positions.shape[1] != d or positions.shape[0] < 1:
             raise ValueError(f"positions: expected shape (S, {d}) with S >= 1, got {tuple(positions.shape)}")
         for i, L in enumerate(lengths):
-            check_positive("length", L)
+            check_positive_finite("length", L)
             p = positions[:, i]
             hi_ok = (p < L) if periodic else (p <= L)
             if not bool(((p >= 0) & hi_ok).all()):
@@ -133,7 +134,7 @@ def random_sensor_positions(n_sensors: int, length: float | Sequence[float] = 1.
     return rand((int(n_sensors), d), generator=generator, dtype=torch.float64) * lengths
 
 
-class _Slicing(LinearPhysics):
+class _Slicing(LinearFlag, LinearPhysics):
     """``y = x[..., slices]``; the adjoint puts ``y`` back into zeros of the input's shape."""
 
     def __init__(self, x_shape: tuple[int, ...], slices: dict[int, slice], **kwargs):
@@ -207,6 +208,8 @@ class TemporalSubsample(_Slicing):
             raise ValueError(f"factor: expected a positive integer (e.g. 2, 4, 8), got {factor}")
         if not 0 <= offset < factor:
             raise ValueError(f"offset: expected 0 <= offset < factor={factor}, got {offset}")
+        if int(n_frames) != n_frames or n_frames < 1:
+            raise ValueError(f"n_frames: expected a positive integer, got {n_frames}")
         super().__init__((1, int(n_frames), *grid), {1: slice(offset, None, int(factor))}, **kwargs)
         self.factor = int(factor)
 
@@ -244,6 +247,7 @@ def observe(solver: Physics, *observations: LinearPhysics, noise_model=None) -> 
         raise ValueError("observe: expected at least one observation operator")
     op = compose(solver, *observations)
     op.x_shape = tuple(solver.x_shape)
+    op.linear = is_linear(op)
     if noise_model is not None:
         op.noise_model = noise_model
     return op
@@ -258,33 +262,36 @@ _SOLVERS = {"burgers": "pde-burgers", "burgers-dirichlet": "pde-burgers-dirichle
 
 @register("pde-sensors", "point sensors with linear interpolation on a 1D/2D PDE grid (fixed or random positions)")
 def _make_sensors(grid: Sequence[int] = (128,), n_sensors: int = 16, positions=None, length=1.0, periodic: bool = True,
-                  time_axis: bool = False, n_frames: int | None = None, seed: int = 0) -> PointSensors:
+                  time_axis: bool = False, n_frames: int | None = None, seed: int = 0, **common) -> PointSensors:
     grid = (grid,) if isinstance(grid, int) else tuple(grid)
     if positions is None:
         g = torch.Generator().manual_seed(seed)
         positions = random_sensor_positions(n_sensors, length, len(grid), generator=g)
-    return PointSensors(grid, positions, length, periodic, time_axis, n_frames)
+    return with_common(PointSensors(grid, positions, length, periodic, time_axis, n_frames), **common)
 
 
 @register("pde-subsample-space", "spatial sub-sampling of a PDE field/trajectory by a factor (2, 4, 8)")
-def _make_subsample_space(grid: Sequence[int] = (128,), factor: int = 2, n_frames: int | None = None) -> SpatialSubsample:
-    return SpatialSubsample(grid, factor, n_frames)
+def _make_subsample_space(grid: Sequence[int] = (128,), factor: int = 2, n_frames: int | None = None, **common) -> SpatialSubsample:
+    return with_common(SpatialSubsample(grid, factor, n_frames), **common)
 
 
 @register("pde-subsample-time", "temporal sub-sampling of a PDE trajectory by a factor (2, 4, 8)")
-def _make_subsample_time(n_frames: int = 11, grid: Sequence[int] = (128,), factor: int = 2) -> TemporalSubsample:
-    return TemporalSubsample(n_frames, grid, factor)
+def _make_subsample_time(n_frames: int = 11, grid: Sequence[int] = (128,), factor: int = 2, **common) -> TemporalSubsample:
+    return with_common(TemporalSubsample(n_frames, grid, factor), **common)
 
 
 @register("pde-time-window", "frames start <= k < stop of a PDE trajectory")
-def _make_time_window(n_frames: int = 11, grid: Sequence[int] = (128,), start: int = 0, stop: int | None = None) -> TimeWindow:
-    return TimeWindow(n_frames, grid, start, stop)
+def _make_time_window(n_frames: int = 11, grid: Sequence[int] = (128,), start: int = 0, stop: int | None = None,
+                      **common) -> TimeWindow:
+    return with_common(TimeWindow(n_frames, grid, start, stop), **common)
 
 
 @register("pde-observed", "a PDE solver composed with observations, e.g. sparse sensors of a Burgers trajectory")
 def _make_observed(solver: str = "burgers", observation: str = "sensors", solver_kwargs: dict | None = None,
-                   factor: int = 2, n_sensors: int = 16, seed: int = 0, start: int = 0, stop: int | None = None) -> Physics:
-    """``observation o solver``; ``observation`` in sensors | subsample-space | subsample-time | time-window."""
+                   factor: int = 2, n_sensors: int = 16, seed: int = 0, start: int = 0, stop: int | None = None,
+                   **common) -> Physics:
+    """``observation o solver``; ``observation`` in sensors | subsample-space | subsample-time | time-window.
+    The common arguments (noise, generator, device, dtype) apply to the composition."""
     from invdiff.operators.registry import make
 
     if solver not in _SOLVERS:
@@ -305,4 +312,4 @@ def _make_observed(solver: str = "burgers", observation: str = "sensors", solver
         O = TemporalSubsample(nf, grid, factor) if observation == "subsample-time" else TimeWindow(nf, grid, start, stop)
     else:
         raise ValueError(f"observation: expected sensors, subsample-space, subsample-time or time-window, got {observation!r}")
-    return observe(S, O)
+    return with_common(observe(S, O), **common)
