@@ -48,7 +48,7 @@ def test_cli_fuzz_long(world, tmp_path_factory, data):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["reconstruct", "--operator", "ct-sparse-view", "--sampler", "dps", "--prior", "ct-phantom-64", "--zeta", "inf"], "--zeta: expected a finite"),
+    (["reconstruct", "--operator", "ct-sparse-view", "--sampler", "dps", "--prior", "ct-phantom-64", "--sampler-args", '{"zeta": Infinity}'], "zeta: expected a finite"),
     (["simulate", "heat", "--n", "1", "--t-final", "inf"], "--t-final: expected a finite"),
     (["train", "--config", "c.json", "--device", "foo"], "--device"),
     (["demo", "--device", "cuda"] if not torch.cuda.is_available() else ["demo", "--device", "foo"], "--device"),

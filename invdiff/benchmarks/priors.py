@@ -82,26 +82,22 @@ def _deepinv_methods(prior, steps: int, sigma_y: float):
 
 
 def sampler_rows(quick: bool, device) -> list[dict]:
-    import invdiff
-    import invdiff.operators as operators
-    from invdiff.cli.demo import TASKS, make_sampler
-    from invdiff.datasets.phantoms import test_set
+    from invdiff.samplers import make
     from invdiff.metrics import psnr, ssim
+    from invdiff.tasks import TASKS, make_task, sampler_settings
 
     rows = []
     nfes = (10, 25) if quick else (25, 100, 250, 1000)
     n_images = 1 if quick else 2
     for task, spec in TASKS.items():
-        prior = invdiff.load_prior(spec["prior"], device=device)
-        x = test_set(spec["family"], n_images, 64, device=device)
-        physics = operators.make(spec["operator"], generator=torch.Generator().manual_seed(0), device=device, **spec["op_kwargs"])
-        y = physics(x)
+        prior, physics, x, y = make_task(task, n_images, device=device, seed=0)
         view = (lambda t: t.pow(2).sum(1, keepdim=True).sqrt()) if spec["magnitude"] else (lambda t: t)
         for nfe in nfes:
             methods = {}
-            for name, label in (("dps", "DPS"), ("red", "RED-Diff")):
-                methods[label] = (make_sampler(name, prior, nfe, zeta=spec["dps_zeta"], lam_ref=spec["red_lam_ref"]), 1)
-            methods["SMC ensemble (8)"] = (make_sampler("smc", prior, max(nfe // 8, 2)), 8)
+            for name, label in (("dps", "DPS"), ("red-diff", "RED-Diff"), ("dds", "DDS")):
+                methods[label] = (make(name, prior, progress=False, **{**sampler_settings(task, name), "steps": nfe}), 1)
+            smc = {k: v for k, v in sampler_settings(task, "smc").items() if k != "particles"}
+            methods["SMC ensemble (8)"] = (make("smc", prior, progress=False, **{**smc, "steps": max(nfe // 8, 2)}), 8)
             for label, (sampler, particles) in methods.items():
                 g = torch.Generator().manual_seed(0)
                 t = time.perf_counter()

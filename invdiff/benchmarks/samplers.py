@@ -1,6 +1,9 @@
 """`invdiff bench samplers`: posterior samplers against exact posteriors, and DPS against deepinv.
 
-Tables (``run`` returns ``{name: rows}``):
+Tables (``run`` returns ``{name: rows}``; ``INVDIFF_BENCH_TABLES=a,b`` runs a subset):
+
+- ``samplers_fast``: quality per second on the demo's CT and MRI tasks, fast samplers with their
+  defaults against DPS with 1000 ancestral steps (:mod:`invdiff.benchmarks.samplers_fast`).
 
 - ``samplers_gmm``: the MCGdiff Gaussian-mixture benchmark (sliced Wasserstein distance and
   mode-weight error vs NFE for DPS, RED-Diff and SMC), from
@@ -495,18 +498,23 @@ def exact_posterior_images(quick: bool, device: str) -> list[dict]:
 
 # --------------------------------------------------------------------------------------------
 def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
-    """All tables of ``invdiff bench samplers`` (see the module docstring)."""
-    tables: dict[str, list[dict]] = {}
-    try:
-        from invdiff.benchmarks.samplers_gmm import gmm_table
-    except ImportError:  # pragma: no cover - written by the SMC work, may be absent
-        gmm_table = None
-    if gmm_table is not None:
-        from invdiff.benchmarks.samplers_gmm import calibration_table
+    """All tables of ``invdiff bench samplers`` (see the module docstring), or those named in the
+    environment variable ``INVDIFF_BENCH_TABLES`` (comma-separated, e.g. ``samplers_fast``)."""
+    import os
 
-        tables["samplers_gmm"] = gmm_table(quick, device)
-        tables["samplers_calibration"] = calibration_table(quick, device)
-    tables["dps_vs_deepinv"] = dps_vs_deepinv(quick, device)
-    tables["dps_overhead"] = dps_overhead(quick, device)
-    tables["exact_posterior_images"] = exact_posterior_images(quick, device)
-    return tables
+    from invdiff.benchmarks.samplers_fast import fast_table
+    from invdiff.benchmarks.samplers_gmm import calibration_table, gmm_table
+
+    builders = {
+        "samplers_fast": fast_table,
+        "samplers_gmm": gmm_table,
+        "samplers_calibration": calibration_table,
+        "dps_vs_deepinv": dps_vs_deepinv,
+        "dps_overhead": dps_overhead,
+        "exact_posterior_images": exact_posterior_images,
+    }
+    wanted = [t.strip() for t in os.environ.get("INVDIFF_BENCH_TABLES", ",".join(builders)).split(",") if t.strip()]
+    unknown = sorted(set(wanted) - set(builders))
+    if unknown:
+        raise ValueError(f"INVDIFF_BENCH_TABLES: unknown table(s) {unknown}; expected names from {sorted(builders)}")
+    return {name: builders[name](quick, device) for name in wanted}

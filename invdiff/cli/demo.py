@@ -9,9 +9,11 @@ Tasks (64 x 64 held-out phantoms, :func:`invdiff.datasets.phantoms.test_set`):
   baseline: zero-filled inverse FFT. Metrics on the magnitude image.
 
 Methods: the operator's baseline, total variation (deepinv's FISTA with ``TVPrior``), DPS
-(Chung et al. 2023), RED-Diff (Mardani et al. 2024) and the SMC ensemble (Chen et al. 2025;
-posterior mean and standard deviation of its weighted particles), and, for reference, deepinv's
-DiffPIR (Zhu et al. 2023) on the same denoiser.
+(Chung et al. 2023), RED-Diff (Mardani et al. 2024), the SMC ensemble (Chen et al. 2025;
+posterior mean and standard deviation of its weighted particles) and DDS (Chung, Lee & Ye
+2024, with its defaults), all built by name through :func:`invdiff.samplers.make` with the
+settings of :mod:`invdiff.tasks`; for reference, deepinv's DiffPIR (Zhu et al. 2023) on the same
+denoiser, and with ``--reference`` DPS with the paper's 1000 ancestral steps.
 
 Writes to ``--out`` (atomically): ``results.json`` (table and settings), ``results.h5``
 (truth, measurements, every reconstruction, posterior std), ``demo.png`` (the figure) and the
@@ -33,52 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-figure", action="store_true", help="skip the figure")
     p.add_argument("--progress", action="store_true", help="progress bars of the samplers")
+    p.add_argument("--reference", action="store_true",
+                   help="also run DPS with the paper's 1000 ancestral steps (slow: about 1 minute per task on 2 cores)")
     p.set_defaults(func=run)
-
-
-# Settings of each task, chosen on 2 validation phantoms (seed 999, never the held-out TEST_SEED)
-# with the priors at ~1000-1500 training steps, by PSNR over small grids: TV lambda in
-# {1e-4, 3e-4, 1e-3, 3e-3, 1e-2} (CT) and {3e-4, 1e-3, 3e-3, 6e-3, 1e-2, 2e-2} (MRI); DPS zeta in
-# {0.3, 1, 3, 10, 30}; RED-Diff lam_ref in {0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 1} and 50-400 steps.
-# DPS re-chosen with the priors at 5000 steps on 2 other validation phantoms (seed 12345), 100
-# steps: Karras noise levels over the priors' training range [0.002, 80] beat the paper's DDPM
-# levels (which start at 157, outside it) by 2-4 dB, and zeta in {0.3, 0.5, 1, 2, 3, 5, 10, 30}
-# peaks at 2 (CT: 28.97 dB; 10 gave 20.95) and 1 (MRI: 33.00 dB; 10 gave 29.18).
-TASKS = {
-    "ct": dict(prior="ct-phantom-64", family="ct-phantom", operator="ct-sparse-view",
-               op_kwargs=dict(size=64, views=30, sigma=0.01), tv_lambda=0.001, dps_zeta=2.0, red_lam_ref=0.02, magnitude=False),
-    "mri": dict(prior="mri-phantom-64", family="mri-phantom", operator="mri-4x",
-                op_kwargs=dict(size=64, sigma=0.01), tv_lambda=0.015, dps_zeta=1.0, red_lam_ref=0.05, magnitude=True),
-}
-
-
-def sampler_settings(quick: bool, task: str = "ct") -> dict:
-    """Steps / particles of each diffusion method on ``task`` (full demo, or ``--quick``).
-
-    The SMC ensemble's exact Gaussian split solves a proximal problem per step (closed form for
-    MRI, conjugate gradients for CT), so it gets fewer steps than the one-call-per-step samplers.
-    """
-    if quick:
-        return dict(dps=dict(steps=10), red=dict(steps=10), smc=dict(steps=4, particles=2))
-    return dict(dps=dict(steps=100), red=dict(steps=200 if task == "ct" else 400), smc=dict(steps=10 if task == "ct" else 20, particles=4))
-
-
-def make_sampler(name: str, prior, steps: int, zeta: float = 1.0, lam_ref: float = 0.25, progress: bool = False):
-    """A sampler by name (``dps``, ``red-diff``, ``smc``) with the demo's settings.
-
-    ``zeta`` is DPS's guidance step, ``lam_ref`` RED-Diff's regularisation weight in the
-    reference code's units (see :class:`invdiff.samplers.REDDiff`).
-    """
-    from invdiff.diffusion.schedules import karras_sigmas
-    from invdiff.samplers import DPS, REDDiff, SMCEnsemble
-
-    if name == "dps":  # Karras levels over the priors' training range (see the note above TASKS)
-        return DPS(prior, sigmas=karras_sigmas(steps, 0.002, 80.0), zeta=zeta, progress=progress)
-    if name in ("red", "red-diff", "reddiff"):
-        return REDDiff(prior, steps=steps, lam_ref=lam_ref, progress=progress)
-    if name == "smc":
-        return SMCEnsemble(prior, steps=steps, sigma_max=10.0, progress=progress)
-    raise ValueError(f"unknown sampler {name!r}; expected one of 'dps', 'red-diff', 'smc'")
 
 
 def total_variation(y, physics, lam: float, iters: int):
@@ -95,29 +54,29 @@ def total_variation(y, physics, lam: float, iters: int):
     return model(y, physics, init={"est": (x0, x0.clone())})
 
 
+# the diffusion methods of the demo: (registered sampler, label); settings in invdiff.tasks
+# (one generator, drawn from in this order, so that adding a method after the others leaves their numbers unchanged)
+METHODS = (("dps", "DPS"), ("red-diff", "RED-Diff"), ("smc", "SMC ensemble"), ("dds", "DDS"))
+
+
 def _magnitude(x):
     return x.pow(2).sum(1, keepdim=True).sqrt()
 
 
-def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress: bool):
+def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress: bool, reference: bool = False):
     """Run every method on one task; returns (rows, arrays)."""
     import time
 
     import torch
 
-    import invdiff
-    import invdiff.operators as operators
-    from invdiff.datasets.phantoms import test_set
     from invdiff.metrics import psnr, ssim
+    from invdiff.samplers import make as make_sampler
+    from invdiff.tasks import TASKS, make_task, sampler_settings
 
     spec = TASKS[task]
-    prior = invdiff.load_prior(spec["prior"], device=device)
-    x = test_set(spec["family"], n_images, 64, device=device)
+    prior, physics, x, y = make_task(task, n_images, device=device, seed=seed)
     g = torch.Generator(device="cpu").manual_seed(seed)
-    physics = operators.make(spec["operator"], generator=torch.Generator(device=device).manual_seed(seed), device=device, **spec["op_kwargs"])
-    y = physics(x)
     view = _magnitude if spec["magnitude"] else (lambda t: t)
-    settings = sampler_settings(quick, task)
     if task == "ct":  # conjugate-gradient iterations of prox_l2 (SMC's exact split); deepinv's default is 50
         physics.max_iter = 20
     results, rows = {}, []
@@ -132,21 +91,30 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
     t = time.perf_counter()
     with torch.no_grad():
         xb = physics.baseline(y)
-    record("FBP" if task == "ct" else "zero-filled", xb, time.perf_counter() - t, 0)
+    record(spec["baseline"], xb, time.perf_counter() - t, 0)
     t = time.perf_counter()
     with torch.no_grad():
         xt = total_variation(y, physics, spec["tv_lambda"], 20 if quick else 100)
     record("TV", xt, time.perf_counter() - t, 0)
-    for name, label in (("dps", "DPS"), ("red", "RED-Diff"), ("smc", "SMC ensemble")):
-        s = settings[name]
-        sampler = make_sampler(name, prior, s["steps"], zeta=spec["dps_zeta"], lam_ref=spec["red_lam_ref"], progress=progress)
+    methods = list(METHODS)
+    if reference:  # DPS with the paper's 1000 ancestral steps (zeta scaled by 100/1000), the quality reference
+        methods.append(("dps-1000", "DPS-1000"))
+    for name, label in methods:
+        if name == "dps-1000":
+            s = dict(sampler_settings(task, "dps"), steps=1000)
+            s["zeta"] *= 100 / 1000
+            name = "dps"
+        else:
+            s = sampler_settings(task, name, quick)
+        particles = s.pop("particles", 1)
+        sampler = make_sampler(name, prior, progress=progress, **s)
         t = time.perf_counter()
-        out = sampler.sample(y, physics, n_samples=s.get("particles", 1), generator=g)
+        out = sampler.sample(y, physics, n_samples=particles, generator=g)
         seconds = time.perf_counter() - t
-        std = out.std() if s.get("particles", 1) > 1 else None
+        std = out.std() if particles > 1 else None
         # The smallest effective sample size over the steps: near 1, the ensemble collapsed onto one
         # ancestor and its spread is not a posterior standard deviation (the figure says so).
-        min_ess = float(out.trace["ess"].min()) if "ess" in out.trace else None
+        min_ess = float(out.min_ess().min()) if out.log_weights is not None else None
         record(label, out.mean(), seconds, int(out.nfe), std, min_ess)
     # deepinv's DiffPIR on the same denoiser, for reference (what a deepinv user would run)
     import deepinv as dinv
@@ -176,6 +144,8 @@ def _figure(path, per_task: dict, rows: list[dict]) -> None:
     for r, task in enumerate(tasks):
         arr = per_task[task]
         methods = list(arr["results"])
+        from invdiff.tasks import TASKS
+
         mag = TASKS[task]["magnitude"]
         show = (lambda t: t[0].pow(2).sum(0).sqrt()) if mag else (lambda t: t[0, 0])
         panels = [("truth", show(arr["truth"]).cpu())]
@@ -211,6 +181,7 @@ def run(args) -> int:
     import invdiff
     from invdiff.benchmarks.table import markdown, write_table
     from invdiff.datasets.loaders import save_hdf5
+    from invdiff.tasks import TASKS, sampler_settings
     from invdiff.utils.io import atomic_path
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -227,7 +198,7 @@ def run(args) -> int:
     started = time.perf_counter()
     rows, per_task = [], {}
     for task in tasks:
-        r, arrays = run_task(task, n_images, args.quick, device, args.seed, args.progress)
+        r, arrays = run_task(task, n_images, args.quick, device, args.seed, args.progress, args.reference)
         rows += r
         per_task[task] = arrays
     total = time.perf_counter() - started
@@ -236,12 +207,13 @@ def run(args) -> int:
     print(f"\n{len(tasks)} task(s) x {n_images} held-out image(s), total {total:.1f} s on {device}")
     for task in tasks:  # the targets of the demo, stated with what was reached
         by = {row["method"]: row["psnr"] for row in rows if row["task"] == task}
-        base = by["FBP" if task == "ct" else "zero-filled"]
-        best = max(("DPS", "RED-Diff", "SMC ensemble"), key=by.get)
+        base = by[TASKS[task]["baseline"]]
+        best = max((label for _, label in METHODS), key=by.get)
         print(f"{task}: best diffusion method {best} {by[best]:.2f} dB: {by[best] - base:+.2f} dB over the baseline "
               f"(target +5), {by[best] - by['TV']:+.2f} dB over TV (target +1)")
     write_table(rows, out, "demo")
-    settings = dict(tasks={t: {k: v for k, v in TASKS[t].items()} for t in tasks}, samplers={t: sampler_settings(args.quick, t) for t in tasks},
+    settings = dict(tasks={t: {k: v for k, v in TASKS[t].items()} for t in tasks},
+                    samplers={t: {name: sampler_settings(t, name, args.quick) for name, _ in METHODS} for t in tasks},
                     images=n_images, seed=args.seed, quick=args.quick, device=str(device),
                     version=invdiff.__version__, torch=torch.__version__, total_seconds=round(total, 2))
     with atomic_path(out / "results.json") as tmp:

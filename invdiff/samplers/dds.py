@@ -52,18 +52,21 @@ class DDS(DiffusionLoop):
 
     :param prior: denoiser ``D(x, sigma)``.
     :param steps: noise levels (Karras levels over [0.002, 80], then 0).
-    :param cg_iters: conjugate-gradient steps per noise level (``M`` of the paper).
-    :param eta: DDIM noise (0: deterministic; 1: DDPM).
+    :param cg_iters: conjugate-gradient steps per noise level (``M`` of the paper; default 2).
+    :param eta: DDIM noise (0: deterministic; 1: DDPM, the default; see ``docs/benchmarks/samplers-fast.md``
+        for the measured choice).
     :param lam: ``"auto"`` (the prior-variance weight of the module docstring), ``0`` (plain
         Krylov step), or a float :math:`\\lambda` giving :math:`v_i = 1/\\lambda` at every step.
-    :param sigmas: explicit descending noise levels ending at 0.
+    :param sigmas: explicit descending noise levels ending at 0 (default: Karras levels over
+        ``[sigma_min, sigma_max]``, then 0).
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
     """
 
     label = "DDS"
 
-    def __init__(self, prior, steps: int = 50, *, cg_iters: int = 5, eta: float = 0.15, lam: float | str = "auto",
-                 sigmas: Tensor | None = None, progress: bool = True, on_nan: str = "raise") -> None:
+    def __init__(self, prior, steps: int = 50, *, cg_iters: int = 2, eta: float = 1.0, lam: float | str = "auto",
+                 sigmas: Tensor | None = None, sigma_min: float = 0.002, sigma_max: float = 80.0,
+                 progress: bool = True, on_nan: str = "raise") -> None:
         if not isinstance(cg_iters, int) or isinstance(cg_iters, bool) or cg_iters < 1:
             raise ValueError(f"cg_iters: expected an int >= 1, got {cg_iters!r}")
         if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):
@@ -72,7 +75,7 @@ class DDS(DiffusionLoop):
             raise ValueError(f"lam: expected 'auto' or a finite number >= 0, got {lam!r}")
         self.cg_iters, self.eta, self.lam = cg_iters, float(eta), lam
         super().__init__(prior, steps, sigmas=sigmas, method="ddim", solver_options={"eta": float(eta)},
-                         progress=progress, on_nan=on_nan)
+                         progress=progress, on_nan=on_nan, sigma_min=sigma_min, sigma_max=sigma_max)
 
     def prox_variance(self, sigma: float) -> float:
         """:math:`v_i` of the module docstring at noise level ``sigma``."""

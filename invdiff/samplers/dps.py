@@ -91,7 +91,8 @@ class DPS(DiffusionLoop):
     :param method: unconditional step from :func:`invdiff.diffusion.solvers.make_solver`:
         ``"ddpm"`` (ancestral, as in the paper), ``"ddim"``, ``"dpmpp_2m"``, ``"euler"``.
     :param sigmas: descending noise levels ending at 0 (``steps + 1`` values); default
-        :func:`default_sigmas` (the paper's DDPM linear schedule, in VE sigmas).
+        ``schedule``: ``"ddpm"`` (the paper's DDPM linear schedule in VE sigmas,
+        :func:`default_sigmas`) or ``"karras"`` over ``[sigma_min, sigma_max]``.
     :param clip_x0: clamp :math:`\\hat x_0` to this range (the reference code clips to [-1, 1]).
     :param solver_options: extra keyword arguments of ``make_solver``.
     :param progress: tqdm bar over the steps.
@@ -112,6 +113,9 @@ class DPS(DiffusionLoop):
         sigmas: Tensor | None = None,
         clip_x0: tuple[float, float] | None = None,
         solver_options: dict | None = None,
+        schedule: str = "ddpm",
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
         progress: bool = True,
         on_nan: str = "raise",
     ) -> None:
@@ -125,10 +129,8 @@ class DPS(DiffusionLoop):
             raise ValueError(f"clip_x0: expected (low, high) with low < high, got {clip_x0!r}")
         self.zeta, self.guidance, self.clip_x0, self.step_scaling = float(zeta), guidance, clip_x0, step_scaling
         super().__init__(prior, steps, sigmas=sigmas, method=method, solver_options=solver_options,
-                         progress=progress, on_nan=on_nan)
-
-    def default_sigmas(self, steps: int) -> Tensor:
-        return default_sigmas(steps)
+                         progress=progress, on_nan=on_nan, schedule=schedule, sigma_min=sigma_min,
+                         sigma_max=sigma_max)
 
     def zeta_i(self, sigma: float, sigma_next: float) -> float:
         """The guidance step from ``sigma`` to ``sigma_next`` in VE variables (see the module doc)."""

@@ -26,7 +26,23 @@ from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, 
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import randn
 
-__all__ = ["DiffusionLoop"]
+__all__ = ["DiffusionLoop", "SCHEDULES"]
+
+
+def _karras(steps: int, sigma_min: float, sigma_max: float) -> Tensor:
+    from invdiff.diffusion.schedules import karras_sigmas
+
+    return karras_sigmas(steps, sigma_min, sigma_max)
+
+
+def _ddpm(steps: int, sigma_min: float, sigma_max: float) -> Tensor:
+    from invdiff.diffusion.schedules import ddpm_sigmas
+
+    return ddpm_sigmas(steps)
+
+
+#: noise-level schedules of the loop: name -> f(steps, sigma_min, sigma_max) (ending at 0)
+SCHEDULES = {"karras": _karras, "ddpm": _ddpm}
 
 
 class DiffusionLoop(Sampler):
@@ -37,6 +53,8 @@ class DiffusionLoop(Sampler):
     :param sigmas: explicit descending noise levels ending at 0 (``steps + 1`` values);
         default :meth:`default_sigmas`.
     :param method: the solver's transition (:func:`invdiff.diffusion.solvers.make_solver`).
+    :param schedule: ``"karras"`` or ``"ddpm"`` (:meth:`default_sigmas`), used when ``sigmas`` is None.
+    :param sigma_min, sigma_max: the range of the Karras levels.
     :param solver_options: extra keyword arguments of ``make_solver`` (e.g. ``eta``).
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
     """
@@ -45,9 +63,15 @@ class DiffusionLoop(Sampler):
     label = "diffusion"
 
     def __init__(self, prior, steps: int, *, sigmas: Tensor | None, method: str,
-                 solver_options: dict | None, progress: bool, on_nan: str) -> None:
+                 solver_options: dict | None, progress: bool, on_nan: str,
+                 schedule: str = "karras", sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
         super().__init__(prior, progress=progress, on_nan=on_nan)
         self.steps, self.sigmas = resolve_sigmas(steps, sigmas)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule: expected one of {sorted(SCHEDULES)}, got {schedule!r}")
+        if not (0 < sigma_min < sigma_max < float("inf")):
+            raise ValueError(f"sigma_min, sigma_max: expected 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+        self.schedule, self.sigma_min, self.sigma_max = schedule, float(sigma_min), float(sigma_max)
         self.method = method
         self.solver_options = dict(solver_options or {})
         from invdiff.diffusion.solvers import make_solver
@@ -56,10 +80,10 @@ class DiffusionLoop(Sampler):
 
     # settings -------------------------------------------------------------------------------
     def default_sigmas(self, steps: int) -> Tensor:
-        """Noise levels when none are given: Karras levels over [0.002, 80] (EDM), then 0."""
-        from invdiff.diffusion.schedules import karras_sigmas
-
-        return karras_sigmas(steps, 0.002, 80.0)
+        """Noise levels when none are given, by ``schedule``: ``"karras"`` levels over
+        ``[sigma_min, sigma_max]`` (EDM, rho = 7; default [0.002, 80], the shipped priors' training
+        range), or ``"ddpm"``, the discrete DDPM linear schedule in VE sigmas (157.4 to 0.01); then 0."""
+        return SCHEDULES[self.schedule](steps, self.sigma_min, self.sigma_max)
 
     def _sigmas(self, dtype, device) -> Tensor:
         s = self.default_sigmas(self.steps) if self.sigmas is None else self.sigmas

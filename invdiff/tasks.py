@@ -1,0 +1,69 @@
+"""The demo's reconstruction tasks as a library: data, operator, prior and each sampler's settings.
+
+Used by ``invdiff demo``, the benchmarks and the tutorials (no library module imports the CLI).
+
+- ``ct``: sparse-view parallel-beam CT, 30 views on [0, 180), Gaussian noise 0.01; prior
+  ``ct-phantom-64``; baseline: filtered back-projection.
+- ``mri``: single-coil Cartesian MRI, 4x variable-density lines, noise 0.01; prior
+  ``mri-phantom-64``; baseline: zero-filled inverse FFT. Metrics on the magnitude image.
+
+Sampler settings per task are keyword arguments of :func:`invdiff.samplers.make`; how they were
+chosen is recorded in ``docs/demo.md`` (validation phantoms, never the held-out test set).
+
+>>> sorted(TASKS)
+['ct', 'mri']
+>>> sampler_settings("ct", "dps")["zeta"]
+2.0
+"""
+from __future__ import annotations
+
+import copy
+
+__all__ = ["TASKS", "SAMPLER_SETTINGS", "sampler_settings", "make_task"]
+
+TASKS = {
+    "ct": dict(prior="ct-phantom-64", family="ct-phantom", operator="ct-sparse-view",
+               op_kwargs=dict(size=64, views=30, sigma=0.01), tv_lambda=0.001, magnitude=False, baseline="FBP"),
+    "mri": dict(prior="mri-phantom-64", family="mri-phantom", operator="mri-4x",
+                op_kwargs=dict(size=64, sigma=0.01), tv_lambda=0.015, magnitude=True, baseline="zero-filled"),
+}
+
+# name -> task -> settings; "particles" is n_samples, the rest go to invdiff.samplers.make
+SAMPLER_SETTINGS = {
+    "dps": {"ct": dict(steps=100, zeta=2.0, schedule="karras"), "mri": dict(steps=100, zeta=1.0, schedule="karras")},
+    "red-diff": {"ct": dict(steps=200, lam_ref=0.02), "mri": dict(steps=400, lam_ref=0.05)},
+    "smc": {"ct": dict(steps=10, sigma_max=10.0, particles=4), "mri": dict(steps=20, sigma_max=10.0, particles=4)},
+    "dds": {"ct": dict(), "mri": dict()},  # its defaults
+}
+QUICK = {"dps": dict(steps=10), "red-diff": dict(steps=10), "smc": dict(steps=4, particles=2), "dds": dict(steps=10)}
+
+
+def sampler_settings(task: str, name: str, quick: bool = False) -> dict:
+    """Settings of sampler ``name`` on ``task`` (``--quick``: a tiny run for tests)."""
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    if name not in SAMPLER_SETTINGS:
+        raise ValueError(f"sampler: expected one of {sorted(SAMPLER_SETTINGS)}, got {name!r}")
+    s = copy.deepcopy(SAMPLER_SETTINGS[name][task])
+    if quick:
+        s.update(QUICK[name])
+    return s
+
+
+def make_task(task: str, n_images: int, device="cpu", seed: int = 0):
+    """``(prior, physics, x, y)``: the shipped prior, the operator (noise seeded by ``seed``),
+    ``n_images`` held-out phantoms and their measurements."""
+    import torch
+
+    import invdiff
+    import invdiff.operators as operators
+    from invdiff.datasets.phantoms import test_set
+
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    spec = TASKS[task]
+    prior = invdiff.load_prior(spec["prior"], device=device)
+    x = test_set(spec["family"], n_images, 64, device=device)
+    physics = operators.make(spec["operator"], generator=torch.Generator(device=device).manual_seed(seed),
+                             device=device, **spec["op_kwargs"])
+    return prior, physics, x, physics(x)
