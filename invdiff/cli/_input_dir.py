@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def run_input_dir(args, run_one) -> int:
         one = copy.copy(args)
         one.input, one.input_dir, one.output = str(files[i]), None, str(parts[i])
         one.seed = (args.seed + i) % 2**63
+        if str(args.device) == "cuda" and world > 1:  # under torchrun: this rank's GPU
+            one.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         run_one(one)
     barrier()
     if rank == 0:
