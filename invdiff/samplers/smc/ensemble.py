@@ -41,12 +41,9 @@ class SMCEnsemble(SMCBase):
     the denoiser at :math:`\sigma_{max}` (:func:`~invdiff.diffusion.denoiser.gaussian_fit`, one
     batched call, counted in ``nfe``), which makes :math:`e^{-\mu_\sigma}` the exact
     :math:`p(y \mid x_\sigma)` of the Gaussian model: at large :math:`\sigma` the likelihood is then
-    nearly flat, as the true one is, instead of tilting the particles. Measured
-    (``docs/benchmarks/samplers-gmm.md``): on the MCGdiff mixture the fit resamples 2-3 times
-    less and lowers the SW distance by 10-40% (mode-weight error mostly lower too); on an exact
-    posterior over 384 CT phantoms it brings the TV distance to the exact weights from 0.95 to
-    0.30; but on the shipped image priors with 4 particles and 10-20 steps (the demo) it costs
-    4-7 dB of PSNR, because nearly all of the likelihood then arrives in the last few steps.
+    nearly flat, as the true one is, instead of tilting the particles. It helps on multimodal and
+    empirical priors and costs PSNR on the shipped image priors with few particles and steps
+    (the measurements are in ``docs/benchmarks/samplers-gmm.md``).
     Hence the flat default for trained image priors; pass ``data_scale=None`` for multimodal or
     empirical priors and enough particles.
 
@@ -66,8 +63,7 @@ class SMCEnsemble(SMCBase):
     paper's drift :math:`-v^2 \nabla\mu` and weight rate). The prior kernel is DDIM(``eta``) with,
     by default (``analytic_variance=True``), the ensemble's estimate of
     :math:`\mathrm{Var}[x_0 \mid x]` added (:func:`analytic_x0_var`, Analytic-DPM): the plain DDPM
-    kernel loses about ``10 / steps`` of the variance per run, which showed as 0.88 coverage of
-    90% intervals at 100 steps.
+    kernel loses about ``10 / steps`` of the variance per run (``docs/benchmarks/samplers-gmm.md``).
     ``split="explicit"`` runs the paper's Euler scheme (module docstring) for any operator and
     likelihood, on :math:`\mu_\sigma = \beta_\sigma \mu_y` with the scalar annealing
     :math:`\beta_\sigma = \sigma_y^2 / (\sigma_y^2 + c^2 \sigma^2 \|A\|^2)` (``c = 0``: the paper's
