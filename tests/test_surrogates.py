@@ -179,3 +179,28 @@ def test_bad_inputs():
         WDNO(domain="fourier")
     with pytest.raises(ValueError, match="forcing"):
         FNO2d(modes=(2, 2), width=4, layers=1)(torch.zeros(1, 8), None)
+
+
+def test_benchmark_error_metrics_exact():
+    from invdiff.benchmarks.surrogates import _errors
+
+    u = torch.randn(5, 8, 16, generator=_g(11), dtype=torch.float64)
+    e = _errors(1.1 * u, u)
+    assert math.isclose(e["rel_l2"], 0.1, rel_tol=1e-9)
+    assert math.isclose(e["mse"], 0.01 * float((u[:, 1:] ** 2).mean()), rel_tol=1e-9)
+    assert e["rel_l2_sem"] < 1e-9  # every trajectory has exactly 0.1
+
+
+def test_sensors_on_the_prior_state_match_sensors_on_the_trajectory():
+    from invdiff.benchmarks.pde_inverse import BoundPrior, StatePhysics
+    from invdiff.operators.pde import PointSensors
+
+    m, u, f = _tiny()
+    H = PointSensors((16,), torch.tensor([[0.1], [0.5]]), length=15 / 16, periodic=False, time_axis=True, n_frames=8)
+    phys = StatePhysics(m, H, 0.1)
+    x = m.encode(u[:3])
+    assert torch.allclose(phys.A(x), H.A(u[:3, None]), atol=1e-5)
+    prior = BoundPrior(m, f[:3])
+    with torch.no_grad():  # sample-major tiling: rows k*B + b use f[b]
+        out = prior(torch.cat([x, x]), 1.0)
+        assert torch.allclose(out[3:], m(x, 1.0, f=f[:3]), atol=1e-6)

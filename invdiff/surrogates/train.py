@@ -10,8 +10,9 @@ known channels overwritten by the clean condition (see :mod:`invdiff.surrogates.
 
 The FNO baseline minimises the mean squared error of the scaled trajectory. Both use Adam with
 a linear warm-up, gradient clipping and an exponential moving average of the weights (the EMA
-weights are saved). A run stops at ``steps`` or at ``time_limit`` seconds, whichever is first
-(the card records the steps actually taken).
+weights are saved). A run stops at ``steps`` or after ``time_limit`` seconds of process CPU time, whichever is
+first (CPU time, not wall-clock, so that runs sharing a busy machine get equal budgets; the card
+records the steps actually taken and both times).
 
 Command line (one thread, as the shipped model)::
 
@@ -58,8 +59,10 @@ def _diffusion_loss(model: WDNO, x0, known, mask, gen):
 
 def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warmup: int = 200, grad_clip: float = 1.0,
           ema_decay: float = 0.999, p_uncond: float = 0.2, seed: int = 0, time_limit: float | None = None,
-          log=print, log_every: int = 100) -> tuple[torch.nn.Module, dict]:
-    """Train ``model`` (a :class:`WDNO` or :class:`FNO2d`) on ``data`` (``u``, ``u0``, ``f``); return (EMA model, stats)."""
+          log=print, log_every: int = 100, checkpoint=None) -> tuple[torch.nn.Module, dict]:
+    """Train ``model`` (a :class:`WDNO` or :class:`FNO2d`) on ``data`` (``u``, ``u0``, ``f``); return (EMA model, stats).
+
+    ``checkpoint(ema, stats)``, if given, is called every ``log_every`` steps (e.g. to save the EMA weights)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     u, u0, f = data["u"], data["u0"], data["f"]
@@ -75,7 +78,7 @@ def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warm
         model.f_scale.fill_(float(f.std()))
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses, t0, step = [], time.time(), 0
+    losses, t0, c0, step = [], time.time(), time.process_time(), 0
     for step in range(1, steps + 1):
         idx = torch.randint(0, n, (batch,), generator=gen)
         for g in opt.param_groups:
@@ -98,15 +101,22 @@ def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warm
             for be, bm in zip(ema.buffers(), model.buffers()):
                 be.copy_(bm)
         losses.append(float(loss.detach()))
-        if step % log_every == 0:
-            log(f"step {step} loss {sum(losses[-log_every:]) / log_every:.4f} ({time.time() - t0:.0f} s)")
-        if time_limit is not None and time.time() - t0 > time_limit:
-            log(f"time limit {time_limit:.0f} s reached at step {step}")
+        done = time_limit is not None and time.process_time() - c0 > time_limit
+        if step % log_every == 0 or done or step == steps:
+            log(f"step {step} loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f} ({time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)")
+            if checkpoint is not None:
+                checkpoint(ema, _stats(losses, step, t0, c0, model))
+        if done:
+            log(f"CPU time limit {time_limit:.0f} s reached at step {step}")
             break
+    return ema, _stats(losses, step, t0, c0, model)
+
+
+def _stats(losses, step, t0, c0, model) -> dict:
     window = losses[-min(200, len(losses)):]
-    stats = dict(steps=step, final_loss=sum(window) / len(window), final_loss_window=len(window),
-                 seconds=round(time.time() - t0, 1), parameters=sum(p.numel() for p in model.parameters()))
-    return ema, stats
+    return dict(steps=step, final_loss=sum(window) / len(window), final_loss_window=len(window),
+                wall_seconds=round(time.time() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
+                parameters=sum(p.numel() for p in model.parameters()))
 
 
 def save_model(model: torch.nn.Module, card: dict, path: str | Path, half: bool = True) -> Path:
@@ -141,27 +151,45 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.nn
     return model.to(dtype).eval().requires_grad_(False)
 
 
+def load_or_make_data(d: dict, cache: str | None = None) -> dict:
+    """The training trajectories of a config's ``data`` section, from ``cache`` if it holds the same spec."""
+    spec = {k: d[k] for k in ("n_train", "seed", "nx", "nt")}
+    if cache is not None and Path(cache).exists():
+        blob = torch.load(cache)
+        if blob["spec"] == spec:
+            return blob["data"]
+    data = burgers_trajectories(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
+    if cache is not None:
+        with atomic_path(cache) as tmp:
+            torch.save(dict(spec=spec, data=data), tmp)
+    return data
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", required=True, help="output .safetensors path (card beside it)")
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--time-limit", type=float, default=None, help="CPU seconds")
+    ap.add_argument("--data-cache", default=None, help="a .pt file holding the training data (made if missing)")
     args = ap.parse_args(argv)
     cfg = json.loads(Path(args.config).read_text())
     steps = args.steps or cfg["steps"]
     torch.set_num_threads(int(cfg.get("threads", 1)))
     d = cfg["data"]
     t0 = time.time()
-    data = burgers_trajectories(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
+    data = load_or_make_data(d, args.data_cache)
     print(f"data: {d['n_train']} trajectories in {time.time() - t0:.0f} s", flush=True)
     model = build_model(cfg)
     tr = cfg["training"]
+    command = "OMP_NUM_THREADS=1 python -m invdiff.surrogates.train " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    def checkpoint(ema, stats):
+        save_model(ema, dict(cfg, **stats, command=command, data_card="datasets/pde_burgers.md", weights_dtype="float16"), args.out)
+
     ema, stats = train(model, data, steps, time_limit=args.time_limit or tr.get("time_limit"), seed=cfg["seed"],
-                       log=lambda s: print(s, flush=True), **{k: v for k, v in tr.items() if k != "time_limit"})
-    card = dict(cfg, **stats, command="OMP_NUM_THREADS=1 python -m invdiff.surrogates.train " + " ".join(sys.argv[1:] if argv is None else argv),
-                data_card="datasets/pde_burgers.md", weights_dtype="float16")
-    save_model(ema, card, args.out)
+                       log=lambda s: print(s, flush=True), checkpoint=checkpoint, **{k: v for k, v in tr.items() if k != "time_limit"})
+    checkpoint(ema, stats)
     print(json.dumps(stats), flush=True)
 
 

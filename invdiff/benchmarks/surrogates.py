@@ -1,0 +1,163 @@
+r"""`invdiff bench surrogates`: Burgers trajectory surrogates vs the numerical solver.
+
+Held-out initial conditions and forcings (data seed 1; the models were trained on seed 0) of the
+WDNO forced Dirichlet Burgers set-up at the training resolution, 32 frames x 64 nodes
+(:mod:`invdiff.surrogates.data`). Models: the shipped wavelet-domain diffusion surrogate
+(``invdiff/assets/surrogates/burgers-wdno-32x64``), and the baselines trained by the same script
+with the configs in ``configs/`` (weights looked up in ``$INVDIFF_SURROGATE_RUNS``, default
+``runs/surrogates``; a missing model gives a row saying so): physical-domain diffusion at the
+same budget (same CPU-time budget, batch, sampler and steps), a minimal FNO (deterministic
+regression) and persistence :math:`u(t) = u_0`.
+
+Two tables:
+
+* ``surrogates_accuracy``: on :math:`t > 0`, the MSE, the relative L2 error
+  :math:`\|\hat u - u\|_2 / \|u\|_2` per trajectory (mean and its standard error over test
+  trajectories), and the MSE near shocks: on the points where :math:`|\partial_x u|` of the true
+  solution is in its top 5% (per trajectory). Diffusion models: one sample (DPM-Solver++(2M),
+  ``steps`` Karras levels) and the mean of ``n_ens`` samples.
+* ``surrogates_speed``: trajectories per second on ``device`` (batch = test set) for each model
+  and for the solver at equal output resolution (float32 and float64), and the ratio to the solver.
+
+A figure ``surrogates.png`` shows a test trajectory: truth and each model.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from invdiff.surrogates import load_surrogate
+from invdiff.surrogates.data import burgers_solver, burgers_trajectories, crop
+from invdiff.surrogates.fno import persistence
+
+NT, NX = 32, 64
+
+
+def _runs_dir() -> Path:
+    return Path(os.environ.get("INVDIFF_SURROGATE_RUNS", "runs/surrogates"))
+
+
+def load_models(device) -> dict:
+    """name -> model or None (not trained here)."""
+    from invdiff.surrogates.train import load_model
+
+    models = {}
+    try:
+        models["wdno (wavelet diffusion)"] = load_surrogate("burgers-wdno-32x64")
+    except ValueError:
+        p = _runs_dir() / "burgers-wdno-32x64.safetensors"
+        models["wdno (wavelet diffusion)"] = load_model(p) if p.exists() else None
+    for name, file in (("physical-domain diffusion", "burgers-physdiff-32x64"), ("FNO (regression)", "burgers-fno-32x64")):
+        p = _runs_dir() / f"{file}.safetensors"
+        models[name] = load_model(p) if p.exists() else None
+    return {k: (None if m is None else m.to(device)) for k, m in models.items()}
+
+
+def _errors(pred: torch.Tensor, true: torch.Tensor) -> dict:
+    p, t = pred[:, 1:].double(), true[:, 1:].double()
+    err2 = (p - t) ** 2
+    rel = err2.flatten(1).sum(1).sqrt() / t.flatten(1).norm(dim=1)
+    grad = (true[:, 1:, 2:] - true[:, 1:, :-2]).abs().double()  # |u_x| at interior nodes (central)
+    thr = torch.quantile(grad.flatten(1), 0.95, dim=1).reshape(-1, 1, 1)
+    shock = err2[:, :, 1:-1][grad >= thr].mean()
+    n = rel.numel()
+    return dict(mse=float(err2.mean()), rel_l2=float(rel.mean()), rel_l2_sem=float(rel.std() / math.sqrt(n)) if n > 1 else 0.0,
+                mse_near_shock=float(shock))
+
+
+def _predict(name, model, u0, f, steps, n_ens, generator):
+    if model is None:
+        return None, None
+    with torch.no_grad():
+        if name.startswith("FNO"):
+            return model(u0, f), None
+        one = model.predict(u0, f, steps=steps, generator=generator)
+        if n_ens <= 1:
+            return one, None
+        ens = model.predict(u0, f, steps=steps, n_samples=n_ens, generator=generator)
+        return one, ens.mean(0)
+
+
+def _figure(out_dir: Path, true, preds: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("solver", true)] + [(k, v) for k, v in preds.items() if v is not None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3), sharey=True)
+    vmax = float(true.abs().max())
+    for ax, (title, u) in zip(axes, panels):
+        ax.imshow(u.cpu().numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=(0, 1, 0, 8))
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("x")
+    axes[0].set_ylabel("t")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / "surrogates.png", dpi=110)
+    plt.close(fig)
+
+
+def _timeit(fn, repeats: int) -> float:
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu", steps: int = 30) -> dict:
+    threads = int(os.environ.get("INVDIFF_BENCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    n_test, n_ens = (8, 2) if quick else (64, 4)
+    data = burgers_trajectories(n_test, seed=1, nx=NX, nt=NT)
+    u, u0, f = data["u"].to(dev), data["u0"].to(dev), data["f"].to(dev)
+    models = load_models(dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    acc, preds = [], {}
+    acc.append(dict(model="persistence", sample="-", steps="-", **_errors(persistence(u0, NT), u)))
+    preds["persistence"] = persistence(u0, NT)[0]
+    for name, model in models.items():
+        one, ens = _predict(name, model, u0, f, steps, n_ens, gen)
+        if one is None:
+            acc.append(dict(model=name, sample="not trained (see configs/)"))
+            continue
+        preds[name] = one[0]
+        nfe = "-" if name.startswith("FNO") else steps
+        acc.append(dict(model=name, sample="1 sample" if nfe != "-" else "deterministic", steps=nfe, **_errors(one, u)))
+        if ens is not None:
+            acc.append(dict(model=name, sample=f"mean of {n_ens}", steps=nfe, **_errors(ens, u)))
+    _figure(Path(out_dir), u[0], preds)
+
+    speed = []
+    reps = 1 if quick else 3
+    for dtype in (torch.float32, torch.float64):
+        solver = burgers_solver(NX, NT)
+        pf = data["forcing_params"].to(dev, dtype)
+        u0s = torch.nn.functional.pad(u0.to(dtype), (0, 1))
+        with torch.no_grad():
+            t = _timeit(lambda: crop(solver(u0s[:, None], forcing=pf)), reps)
+        speed.append(dict(model=f"solver (RK4 finite differences, {str(dtype)[6:]})", steps=solver.substeps * (NT), seconds=t,
+                          trajectories_per_s=n_test / t))
+    t_solver = speed[0]["seconds"]
+    for name, model in models.items():
+        if model is None:
+            continue
+        if name.startswith("FNO"):
+            fn = lambda m=model: m(u0, f)  # noqa: E731
+        else:
+            fn = lambda m=model: m.predict(u0, f, steps=steps, generator=gen)  # noqa: E731
+        with torch.no_grad():
+            t = _timeit(fn, reps)
+        speed.append(dict(model=name, steps=steps if not name.startswith("FNO") else 1, seconds=t, trajectories_per_s=n_test / t))
+    for r in speed:
+        r["speedup_vs_solver_fp32"] = t_solver / r["seconds"]
+        r["device"] = f"{device} ({threads} thread{'s' if threads > 1 else ''})" if dev.type == "cpu" else device
+    return {"surrogates_accuracy": acc, "surrogates_speed": speed}
