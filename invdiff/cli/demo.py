@@ -97,13 +97,11 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         xt = total_variation(y, physics, spec["tv_lambda"], 20 if quick else 100)
     record("TV", xt, time.perf_counter() - t, 0)
     methods = list(METHODS)
-    if reference:  # DPS with the paper's 1000 ancestral steps (zeta scaled by 100/1000), the quality reference
+    if reference:  # DPS with the paper's 1000 ancestral steps, the quality reference
         methods.append(("dps-1000", "DPS-1000"))
     for name, label in methods:
         if name == "dps-1000":
-            s = dict(sampler_settings(task, "dps"), steps=1000)
-            s["zeta"] *= 100 / 1000
-            name = "dps"
+            s, name = dict(sampler_settings(task, "dps"), steps=1000), "dps"
         else:
             s = sampler_settings(task, name, quick)
         particles = s.pop("particles", 1)

@@ -22,16 +22,16 @@ data, small ones the prior. ``lam=0`` is the paper's plain Krylov step
 Cost per step: one denoiser call and ``cg_iters`` applications of :math:`A^\top A`; no
 vector-Jacobian product through the network. About 50 steps suffice (the paper's setting).
 
-Example
--------
+Example: a noiseless 1-of-3 observation of a 3-d standard Gaussian (the posterior mean is y on
+the observed coordinate, 0 elsewhere)
+
 >>> import torch
 >>> from invdiff.diffusion.gmm import Gaussian
 >>> from invdiff.operators import Matrix
->>> prior = Gaussian(torch.zeros(2), 1.0)
->>> out = DDS(prior, steps=20, progress=False).sample(torch.ones(1, 1), Matrix(torch.eye(2)[:1], sigma=0.1),
-...                                                 n_samples=2, generator=torch.Generator().manual_seed(0))
->>> out.samples.shape, out.nfe
-(torch.Size([2, 1, 2]), 20)
+>>> A = torch.tensor([[0.0, 1.0, 0.0]])
+>>> dds = DDS(Gaussian(torch.zeros(3), 1.0), steps=10, progress=False)
+>>> dds.sample(torch.full((1, 1), 0.5), Matrix(A, sigma=0.01), n_samples=3).samples.shape
+torch.Size([3, 1, 3])
 """
 from __future__ import annotations
 
