@@ -231,6 +231,21 @@ GENERATORS: dict[str, tuple[Callable[..., torch.Tensor], int]] = {
 }
 
 
+def _axial_slices(kind: str) -> Callable[..., torch.Tensor]:
+    def fn(n, size=64, generator=None, device=None, dtype=torch.float32):
+        from invdiff.datasets.phantoms3d import axial_slices  # lazy: phantoms3d imports this module
+
+        return axial_slices(kind, n, size, generator=generator, device=device, dtype=dtype)
+
+    fn.__name__ = f"{kind}_phantom3d_slices"
+    return fn
+
+
+# axial slices of random 3D phantoms (datasets/phantoms3d.md), to train 2D priors for 3D problems
+GENERATORS["ct-phantom3d-slices"] = (_axial_slices("ct"), 1)
+GENERATORS["mri-phantom3d-slices"] = (_axial_slices("mri"), 2)
+
+
 def make_generator(name: str, **params) -> Callable[..., torch.Tensor]:
     """``sample(n, generator=None, device=None, dtype=float32)`` for the phantom family ``name``.
 
