@@ -95,7 +95,7 @@ class APS(DiscreteSampler):
     """
 
     def __init__(self, prior, steps: int = 32, inner_steps: int = 20, lr: float = 0.5, kl_weight: float = 1.0,
-                 anchor_threshold: float = 0.9, anchor_logit: float = 4.0, confidence_noise: float = 1.0,
+                 anchor_threshold: float = 0.9, anchor_logit: float = 8.0, confidence_noise: float = 1.0,
                  straight_through: bool = True, fit: str = "expectation", schedule: str = "loglinear", *,
                  progress: bool = False) -> None:
         super().__init__(prior, progress=progress)

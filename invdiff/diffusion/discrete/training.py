@@ -112,6 +112,10 @@ def train_discrete(cfg: dict, out_dir: str | Path, command: str | None = None, p
             for pe, p in zip(ema.parameters(), net.parameters()):
                 pe.lerp_(p, 1 - d)
         losses.append(loss.item())
+        every = int(cfg.get("checkpoint_every", 0))
+        if every and (step + 1) % every == 0 and step + 1 < steps:  # partial card: usable mid-run
+            save(ema, {"name": cfg["name"], "config": cfg, "x_shape": list(x_shape), "seq_len": tokens.shape[1],
+                       "steps": step + 1, "partial": True}, Path(out_dir))
         if progress and (step % 100 == 0 or step == steps - 1):
             print(f"step {step} loss {sum(losses[-100:]) / len(losses[-100:]):.3f} ({time.time() - t0:.0f}s)", flush=True)
     eval_gen = torch.Generator().manual_seed(12345)
@@ -144,14 +148,15 @@ def save(net: nn.Module, card: dict, out_dir: Path) -> None:
 
 
 def load_discrete_prior(name: str, device=None) -> DiscretePrior:
-    """The shipped masked-diffusion prior ``name`` (e.g. ``"digits-mdlm"``), eval mode, float32 weights."""
+    """The shipped masked-diffusion prior ``name`` (e.g. ``"digits-mdlm"``; or the path of a
+    ``.safetensors`` file written by :func:`train_discrete`, its card beside it), eval mode, float32 weights."""
     from safetensors.torch import load_file
 
-    path = ASSETS / f"{name}.safetensors"
-    if not isinstance(name, str) or not path.exists():
+    path = Path(name) if str(name).endswith(".safetensors") else ASSETS / f"{name}.safetensors"
+    if not path.exists():
         shipped = sorted(p.stem for p in ASSETS.glob("*.json") if json.loads(p.read_text()).get("config", {}).get("levels"))
-        raise ValueError(f"unknown discrete prior {name!r}; shipped: {shipped}")
-    card = json.loads((ASSETS / f"{name}.json").read_text())
+        raise ValueError(f"unknown discrete prior {name!r}; shipped: {shipped} (or pass a path to a .safetensors file)")
+    card = json.loads(path.with_suffix(".json").read_text())
     cfg = card["config"]
     spec = dict(cfg["network"])
     net = build_discrete_network(spec.pop("name"), vocab_size=int(cfg["levels"]), seq_len=int(card["seq_len"]), **spec)
