@@ -60,10 +60,14 @@ class Common:
     dtype: torch.dtype | None
 
     def finish(self, op):
-        """Move ``op`` to ``dtype`` (floating buffers only; the device is set by the caller's
-        construction) and return it."""
+        """Cast the real floating parameters and buffers of ``op`` to ``dtype`` and return it.
+
+        Complex buffers are left alone (``Module.to(float64)`` would drop their imaginary
+        part); operators pick their complex precision from the input's dtype. The device is
+        set by the caller's construction."""
         if self.dtype is not None:
-            op.to(dtype=self.dtype)
+            dt = self.dtype
+            op._apply(lambda t: t.to(dt) if t.is_floating_point() else t)
         return op
 
 

@@ -16,7 +16,7 @@ from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin
-from invdiff.operators.common import finite_number, resolve_common
+from invdiff.operators.common import check_dtype, finite_number, resolve_common
 from invdiff.operators.registry import register
 from invdiff.operators.svd import SVDMixin
 from invdiff.utils.checks import check_floating
@@ -189,7 +189,8 @@ def make_matrix(
         factors = (U[:, :k], s, V[:, :k])
     else:
         raise ValueError(f"kind: expected 'gaussian' or 'svd', got {kind!r}")
-    op = Matrix(M.to(dtype or torch.float32), device=device, **kwargs)
+    dtype = check_dtype(dtype) or torch.float32
+    op = Matrix(M.to(dtype), device=device, dtype=dtype, **kwargs)
     if factors is not None:
         op.s = factors[1].to(dtype=op.matrix.dtype, device=op.matrix.device)
         op.factors = tuple(f.to(dtype=op.matrix.dtype, device=op.matrix.device) for f in factors)

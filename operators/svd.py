@@ -116,11 +116,12 @@ class DenseSVD(SVDMixin, OperatorMixin, LinearPhysics):
     r"""A linear operator replaced by its dense matrix, with deepinv's decomposable interface.
 
     :math:`A x = M x` with :math:`M` the exact matrix of the original operator (built column by
-    column in float64); ``noise_model``, ``x_shape`` and ``y_shape`` are the original's; the
-    baseline is the pseudo-inverse :math:`V \operatorname{diag}(s^+) U^\top`.
+    column in float64, stored in ``dtype``, whose dtype ``mask`` has); ``noise_model``,
+    ``x_shape`` and ``y_shape`` are the original's; the baseline is the pseudo-inverse
+    :math:`V \operatorname{diag}(s^+) U^\top`.
     """
 
-    def __init__(self, op, max_entries: int = 2**24):
+    def __init__(self, op, max_entries: int = 2**24, dtype: torch.dtype = torch.float32):
         xs, ys = tuple(op.x_shape), tuple(op.y_shape)
         n, m = math.prod(xs), math.prod(ys)
         if n * m > max_entries:
@@ -132,9 +133,9 @@ class DenseSVD(SVDMixin, OperatorMixin, LinearPhysics):
         if not isinstance(op, LinearPhysics):
             raise TypeError(f"decomposable: expected a linear operator (deepinv LinearPhysics), got {type(op).__name__}")
         M = dense_matrix_of(op, xs)
-        super().__init__(noise_model=op.noise_model)
+        super().__init__(noise_model=op.noise_model, device=M.device)
         self.x_shape, self.y_shape = xs, ys
-        self.register_buffer("matrix", M)
+        self.register_buffer("matrix", M.to(dtype))  # the SVD is taken in float64 either way
 
     def dense_matrix(self) -> torch.Tensor:
         return self.matrix
@@ -156,11 +157,11 @@ class DenseSVD(SVDMixin, OperatorMixin, LinearPhysics):
         return self.V(inv.reshape(1, *self.x_shape) * self.U_adjoint(y))
 
 
-def decomposable(op, max_entries: int = 2**24):
+def decomposable(op, max_entries: int = 2**24, dtype: torch.dtype = torch.float32):
     """``op`` itself if it already has deepinv's decomposable interface (single-coil MRI,
     :class:`~invdiff.operators.matrix.Matrix`), else :class:`DenseSVD` of it (small operators)."""
     from deepinv.physics import DecomposablePhysics
 
     if isinstance(op, (DecomposablePhysics, SVDMixin)):
         return op
-    return DenseSVD(op, max_entries=max_entries)
+    return DenseSVD(op, max_entries=max_entries, dtype=dtype)

@@ -68,6 +68,11 @@ class AdvectionDiffusion(LinearFlag, LinearPhysics):
         self._cache: dict = {}
 
     @property
+    def y_shape(self) -> tuple[int, ...]:
+        """Shape of one output (no batch axis)."""
+        return (1, *self.grid) if self.output == "final" else (1, self.n_frames, *self.grid)
+
+    @property
     def times(self) -> torch.Tensor:
         """Saved times (float64): ``n_frames`` points in :math:`[0, T]`, or just :math:`T` for ``output="final"``."""
         if self.output == "final":

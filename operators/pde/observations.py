@@ -104,6 +104,11 @@ class PointSensors(LinearFlag, LinearPhysics):
     def n_sensors(self) -> int:
         return self.index.shape[0]
 
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        """Shape of one output of an input of shape ``x_shape``: the grid axes become ``(S,)``."""
+        return (*self.x_shape[: len(self.x_shape) - len(self.grid)], self.n_sensors)
+
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """``(..., *grid)`` -> ``(..., S)``."""
         check_floating("x", x)
@@ -141,6 +146,11 @@ class _Slicing(LinearFlag, LinearPhysics):
         super().__init__(**kwargs)
         self.x_shape = tuple(x_shape)
         self.slices = slices  # axis of one signal (batch axis excluded) -> slice
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        """Shape of one output of an input of shape ``x_shape``."""
+        return tuple(len(range(*self.slices[ax].indices(n))) if ax in self.slices else n for ax, n in enumerate(self.x_shape))
 
     def _index(self, ndim: int):
         idx = [slice(None)] * ndim
@@ -248,6 +258,11 @@ def observe(solver: Physics, *observations: LinearPhysics, noise_model=None) -> 
     op = compose(solver, *observations)
     op.x_shape = tuple(solver.x_shape)
     op.linear = is_linear(op)
+    shape = getattr(solver, "y_shape", None)
+    for o in observations:  # the observations' output shapes (no solve)
+        shape = None if shape is None else tuple(o.A(torch.zeros(1, *shape)).shape[1:])
+    if shape is not None:
+        op.y_shape = shape
     if noise_model is not None:
         op.noise_model = noise_model
     return op
