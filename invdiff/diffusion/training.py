@@ -385,13 +385,22 @@ def load_checkpoint(path: str | os.PathLike, device=None, dtype: torch.dtype = t
         path = path / "model.safetensors"
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error type for a corrupt header
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
     if "card" not in meta:
         raise ValueError(f"{path}: safetensors file without an invdiff card in its metadata")
-    card = json.loads(meta["card"])
-    prior = build_prior(card)
-    weights = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
-    prior.net.load_state_dict(weights)
+    try:
+        card = json.loads(meta["card"])
+        prior = build_prior(card)
+        weights = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
+        prior.net.load_state_dict(weights)
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{path}: the weights do not match the card's network ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     prior.card = card
     return prior.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -29,7 +29,7 @@ import torch
 
 from invdiff.utils.checks import check_finite, check_floating
 
-__all__ = ["check_measurement", "check_prior_operator", "prior_x_shape", "check_divergence", "DivergenceError",
+__all__ = ["check_measurement", "check_prior_operator", "prior_x_shape", "check_divergence", "divergence_bound", "DivergenceError",
            "check_range", "data_range", "OutOfRangeWarning", "KNOWN_RANGES"]
 
 # Range of the training data of each data generator (per value, all channels).
@@ -44,12 +44,15 @@ class OutOfRangeWarning(UserWarning):
     """Data outside the range of the prior's training data."""
 
 
-def check_measurement(y: torch.Tensor, physics, x_shape: Sequence[int] | None = None) -> tuple[int, ...]:
+def check_measurement(y: torch.Tensor, physics, x_shape: Sequence[int] | None = None,
+                      strict_probe: bool = False) -> tuple[int, ...] | None:
     """Raise ``ValueError`` unless ``y`` is a batch of measurements of the shape ``physics.A`` gives.
 
     The expected shape is ``physics.y_shape`` when the operator has one, else the shape of
     ``physics.A`` applied to one zero signal of shape ``x_shape`` (default ``physics.x_shape``).
-    Returns the per-measurement shape ``y.shape[1:]``.
+    Returns the per-measurement shape ``y.shape[1:]``, or ``None`` when the probe cannot run
+    (an operator with per-measurement parameters that needs the full batch) and
+    ``strict_probe`` is False.
     """
     check_floating("y", y)
     if y.ndim < 2 or y.shape[0] < 1:
@@ -60,8 +63,13 @@ def check_measurement(y: torch.Tensor, physics, x_shape: Sequence[int] | None = 
         x_shape = x_shape if x_shape is not None else getattr(physics, "x_shape", None)
         if x_shape is None:
             raise ValueError(f"cannot tell the measurement shape of {type(physics).__name__}: pass x_shape")
-        with torch.no_grad():
-            expected = physics.A(torch.zeros(1, *x_shape, dtype=y.dtype, device=y.device)).shape[1:]
+        try:
+            with torch.no_grad():
+                expected = physics.A(torch.zeros(1, *x_shape, dtype=y.dtype, device=y.device)).shape[1:]
+        except (RuntimeError, ValueError) as exc:
+            if strict_probe:
+                raise ValueError(f"cannot apply {type(physics).__name__} to a signal of shape {tuple(x_shape)} ({exc})") from None
+            return None
     expected = tuple(int(s) for s in expected)
     if tuple(y.shape[1:]) != expected:
         raise ValueError(f"y: expected a measurement of shape (B, {', '.join(map(str, expected))}) for "
@@ -139,6 +147,15 @@ def check_divergence(x: torch.Tensor, residual: torch.Tensor | float | None, ste
             raise DivergenceError(f"{name}: diverged at step {step}: the data residual is {r}")
         if residual_bound is not None and r > residual_bound:
             raise DivergenceError(f"{name}: diverged at step {step}: data residual {r:.3g} exceeds {residual_bound:.3g}")
+
+
+def divergence_bound(prior_or_card, sigma: float = 0.0, factor: float = 10.0) -> float:
+    r"""A bound on :math:`\max|x|` for :func:`check_divergence` at noise level ``sigma``:
+    :math:`\max(|lo|, |hi|) + \mathrm{factor}\,((hi - lo) + \sigma)` with the prior's data
+    range (``[-1, 1]`` when unknown). A noisy iterate :math:`x_0 + \sigma\epsilon` exceeds it
+    with probability below :math:`10^{-20}` per entry (a 10-sigma event)."""
+    lo, hi = data_range(prior_or_card) or (-1.0, 1.0)
+    return max(abs(lo), abs(hi)) + factor * ((hi - lo) + float(sigma))
 
 
 def data_range(prior_or_card) -> tuple[float, float] | None:
