@@ -155,7 +155,7 @@ def load_or_make_data(d: dict, cache: str | None = None) -> dict:
     """The training trajectories of a config's ``data`` section, from ``cache`` if it holds the same spec."""
     spec = {k: d[k] for k in ("n_train", "seed", "nx", "nt")}
     if cache is not None and Path(cache).exists():
-        blob = torch.load(cache)
+        blob = torch.load(cache, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
         if blob["spec"] == spec:
             return blob["data"]
     data = burgers_trajectories(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
