@@ -20,11 +20,12 @@ invertible map that keeps all information and makes the noise white, :math:`\mat
 
 SNR (as in DiffPace: received pilot power over noise power per measurement). With unit-norm
 combiners and precoders and :math:`\mathbb E|H_{ij}|^2 = 1` (``E||H||_F^2 = Nr Nt``),
-:math:`\mathbb E|w^H H f|^2 = 1`, so :math:`\mathrm{SNR} = 1/\sigma_n^2`. Complex circular
-noise of variance :math:`\sigma_n^2` is Gaussian noise of standard deviation
-:math:`\sigma = \sigma_n/\sqrt 2` on each of the (real, imag) channels; ``sigma`` of this module
-is that per-channel standard deviation (the common ``sigma`` of every invdiff operator), and
-``snr_db`` sets it as :math:`\sigma = \sqrt{10^{-\mathrm{SNR}/10} / 2}`.
+:math:`\mathbb E|w^H H f|^2 = 1`, so :math:`\mathrm{SNR} = 1/\sigma_n^2`. The noise is
+:class:`~invdiff.operators.noise.ComplexGaussianNoise` (``sigma`` = :math:`\sigma_n`, the
+*complex* standard deviation, :math:`\mathbb E|n_j|^2 = \sigma_n^2`; each (real, imag) channel
+has standard deviation :math:`\sigma_n/\sqrt 2`), whose likelihood for the samplers is
+:class:`~invdiff.samplers.likelihood.ComplexGaussianLikelihood`; ``snr_db`` sets
+:math:`\sigma_n = 10^{-\mathrm{SNR}/20}`. ``op.noise_var`` is :math:`\sigma_n^2`.
 
 Signals ``x`` are channels ``(B, 2, Nr, Nt)``; measurements ``(B, 2, Q, R)``.
 
@@ -38,11 +39,11 @@ from __future__ import annotations
 import math
 
 import torch
-from deepinv.physics import LinearPhysics
+from deepinv.physics import LinearPhysics, ZeroNoise
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin
-from invdiff.operators.noise import make_noise
+from invdiff.operators.noise import ComplexGaussianNoise
 from invdiff.operators.registry import register
 from invdiff.utils.checks import check_floating
 
@@ -50,15 +51,15 @@ __all__ = ["HybridBeamforming", "sigma_from_snr", "constant_modulus"]
 
 
 def sigma_from_snr(snr_db: float) -> float:
-    r"""Per-channel noise standard deviation :math:`\sigma = \sqrt{10^{-\mathrm{SNR}/10}/2}`
-    (complex noise variance :math:`\sigma_n^2 = 2\sigma^2 = 1/\mathrm{SNR}`).
+    r"""Complex noise standard deviation :math:`\sigma_n = 10^{-\mathrm{SNR}/20}`
+    (:math:`\sigma_n^2 = 1/\mathrm{SNR}`; each real channel has std :math:`\sigma_n/\sqrt2`).
 
-    >>> round(sigma_from_snr(10.0) ** 2 * 2, 6)
+    >>> round(sigma_from_snr(10.0) ** 2, 6)
     0.1
     """
     if not math.isfinite(snr_db):
         raise ValueError(f"snr_db: expected a finite number, got {snr_db}")
-    return math.sqrt(10 ** (-snr_db / 10) / 2)
+    return 10 ** (-snr_db / 20)
 
 
 def constant_modulus(shape, n: int, bits: int | None, generator: torch.Generator) -> torch.Tensor:
@@ -84,7 +85,10 @@ class HybridBeamforming(OperatorMixin, LinearPhysics):
     :param bits: phase-shifter resolution (``None``: continuous phases).
     :param whiten: whiten the combined noise per frame (default True).
     :param seed: fixes the combiners, precoders and pilots.
-    :param sigma: per-(real, imag)-channel noise std; or ``snr_db``; or a deepinv ``noise_model``.
+    :param sigma: complex noise std :math:`\sigma_n`; or ``snr_db``; or a deepinv ``noise_model``
+        (e.g. ``GaussianNoise(s)``, which is :math:`\mathcal{CN}(0, 2s^2)` on the channels).
+    :param device, dtype: the common constructor arguments (buffers are complex128 and follow
+        the input's precision on each call: complex64 for float32, complex128 for float64).
     :param generator: ``torch.Generator`` of the noise.
 
     ``Phi`` is the complex ``(M, Nr Nt)`` matrix (complex128), ``M = Q R``.
@@ -120,7 +124,9 @@ class HybridBeamforming(OperatorMixin, LinearPhysics):
         if snr_db is not None:
             sigma = sigma_from_snr(float(snr_db))
         if noise_model is None:
-            noise_model = make_noise(sigma=sigma, generator=generator)
+            if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):
+                raise ValueError(f"sigma: expected a finite number >= 0, got {sigma}")
+            noise_model = ComplexGaussianNoise(sigma, rng=generator) if sigma is not None else ZeroNoise()
         super().__init__(noise_model=noise_model, device=device or "cpu")
         g = torch.Generator().manual_seed(seed)
         W = constant_modulus((frames, nr, rf_chains), nr, bits, g)
@@ -140,6 +146,16 @@ class HybridBeamforming(OperatorMixin, LinearPhysics):
         self.float_dtype = dtype or torch.float32
 
     # ---------------------------------------------------------------- helpers
+    @property
+    def noise_var(self) -> float:
+        r"""Complex noise variance :math:`\sigma_n^2 = \mathbb E|n_j|^2` of the noise model."""
+        nm = self.noise_model
+        if isinstance(nm, ComplexGaussianNoise):
+            return float(nm.sigma) ** 2
+        if type(nm).__name__ == "GaussianNoise":
+            return 2 * float(nm.sigma) ** 2
+        raise ValueError(f"noise_var: no complex Gaussian noise level for noise model {type(nm).__name__}")
+
     @property
     def m(self) -> int:
         """Complex measurements ``M = Q R``."""

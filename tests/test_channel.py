@@ -107,7 +107,7 @@ def test_ls_nmse_closed_form():
     op = HybridBeamforming(nr=8, nt=8, frames=32, rf_chains=4, snr_db=10.0, seed=2, generator=_gen(7))
     H = hpsm_channels(1, generator=_gen(8), nr_subarrays=2, nt_subarrays=2).double().expand(2000, -1, -1, -1)
     err = ((op.baseline(op(H)) - H) ** 2).sum((1, 2, 3)) / 64.0  # E||h||^2 = Nr Nt = 64
-    expected = ls_nmse(op.Phi, 2 * float(op.noise_model.sigma) ** 2, 64.0)
+    expected = ls_nmse(op.Phi, op.noise_var, 64.0)
     assert abs(float(err.mean()) - expected) < 4 * float(err.std()) / math.sqrt(err.numel())
 
 
@@ -125,21 +125,22 @@ def test_lmmse_equals_exact_gaussian_posterior_mean_and_its_nmse():
     N = nr * nt
     C, real_cov = _circular_gaussian(N, _gen(9))
     op = HybridBeamforming(nr=nr, nt=nt, frames=4, rf_chains=2, tx_rf_chains=2, snr_db=5.0, seed=3, generator=_gen(10))
-    s = float(op.noise_model.sigma)
+    nv = op.noise_var
+    s = math.sqrt(nv / 2)  # per (real, imag) channel
     prior = Gaussian(torch.zeros(2, nr, nt, dtype=torch.float64), real_cov)
     lm = LMMSE(torch.zeros(N, dtype=torch.complex128), C)
     x = prior.sample(1, generator=_gen(11))
     y = op(x)
     post = prior.posterior(op.real_matrix(), y.flatten(1), s)
     z = to_complex(y).reshape(1, -1)
-    h_lmmse = to_real(lm(z, op.Phi, 2 * s * s).reshape(1, nr, nt), torch.float64)
+    h_lmmse = to_real(lm(z, op.Phi, nv).reshape(1, nr, nt), torch.float64)
     assert torch.allclose(post.mean, h_lmmse[0], atol=1e-10)
     # Monte-Carlo NMSE over 4000 prior draws vs the closed form
     X = prior.sample(4000, generator=_gen(12))
     Z = to_complex(op(X)).reshape(4000, -1)
-    err = (lm(Z, op.Phi, 2 * s * s) - to_complex(X).reshape(4000, -1)).abs().pow(2).sum(1)
+    err = (lm(Z, op.Phi, nv) - to_complex(X).reshape(4000, -1)).abs().pow(2).sum(1)
     tr = float(C.diagonal().real.sum())
-    assert abs(float(err.mean()) / tr - lm.nmse(op.Phi, 2 * s * s)) < 4 * float(err.std()) / tr / math.sqrt(4000)
+    assert abs(float(err.mean()) / tr - lm.nmse(op.Phi, nv)) < 4 * float(err.std()) / tr / math.sqrt(4000)
 
 
 def test_omp_recovers_sparse_channel_noiseless():
@@ -156,9 +157,22 @@ def test_omp_recovers_sparse_channel_noiseless():
         assert torch.allclose(c_hat @ Psi.T, c @ Psi.T, atol=1e-8)
 
 
-def test_sigma_from_snr():
-    assert math.isclose(2 * sigma_from_snr(20.0) ** 2, 0.01)
+def test_sigma_from_snr_and_complex_noise():
+    assert math.isclose(sigma_from_snr(20.0) ** 2, 0.01)
+    op = HybridBeamforming(nr=4, nt=4, frames=256, rf_chains=4, snr_db=0.0, generator=_gen(14))
+    noise = op(torch.zeros(64, *op.x_shape, dtype=torch.float64))
+    per_channel = float(noise.var())  # sigma_n^2 / 2 = 0.5 per (real, imag) channel, 131072 draws
+    assert abs(per_channel - 0.5) < 4 * 0.5 * math.sqrt(2 / noise.numel())
+    assert op.noise_var == 1.0
     op = HybridBeamforming(nr=4, nt=4, frames=512, rf_chains=1, tx_rf_chains=1, seed=5)
     H = hpsm_channels(64, generator=_gen(13), nr_subarrays=1, nt_subarrays=1, subarray_spacing=2.0)
     power = float((op.A(H) ** 2).sum(1).mean())  # E|w^H H f|^2 per complex measurement = 1
     assert abs(power - 1.0) < 0.1
+
+
+def test_operator_noise_gives_the_complex_gaussian_likelihood():
+    from invdiff.samplers.likelihood import ComplexGaussianLikelihood, likelihood_from
+
+    op = HybridBeamforming(nr=4, nt=4, frames=4, rf_chains=2, snr_db=10.0)
+    lik = likelihood_from(op)
+    assert isinstance(lik, ComplexGaussianLikelihood) and math.isclose(float(lik.sigma) ** 2, op.noise_var)
