@@ -12,7 +12,7 @@ measured in the same run on the same data:
 
 Targets: ratio <= 1.2 for MRI and blur, <= 1.0 for CT. For MRI the table also gives the ratio
 to a floor that includes the layout change that deepinv's two-real-channel convention forces
-(``torch.complex`` in, ``view_as_real`` out), and, for MRI and blur, deepinv's own operator
+(``invdiff.operators.complex``: ``torch.complex`` in, ``view_as_real`` out), and, for MRI and blur, deepinv's own operator
 (``deepinv A^TA ms``). Times are minima over many short samples taken in alternation with
 the floor (robust to other processes on a shared machine).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from invdiff import operators
+from invdiff.operators.complex import to_channels, to_complex
 
 
 def _sync(device) -> None:
@@ -97,15 +98,15 @@ def _layout_floor(op, device):
     if multi:
         maps = op.coil_maps[0]
     def fwd():
-        z = torch.complex(x[:, 0], x[:, 1])
+        z = to_complex(x)
         if multi:
             z = maps * z[:, None]
-        return torch.view_as_real(torch.fft.fft2(z, norm="ortho")).movedim(-1, 1)
+        return to_channels(torch.fft.fft2(z, norm="ortho"))
     def adj():
-        z = torch.fft.ifft2(torch.complex(y[:, 0], y[:, 1]), norm="ortho")
+        z = torch.fft.ifft2(to_complex(y), norm="ortho")
         if multi:
             z = (maps.conj() * z).sum(1)
-        return torch.view_as_real(z).movedim(-1, 1)
+        return to_channels(z)
     return fwd, adj
 
 
