@@ -166,13 +166,15 @@ def make_case(pick, world: dict[str, Path], tmp: Path) -> list[str]:
         op, prior = flag(("ct-sparse-view", "ct-phantom-64"), [
             ("mri-4x", "mri-phantom-64"), ("mri-4x", "ct-phantom-64"), ("blur-gaussian", "ct-phantom-64"), ("nope", "ct-phantom-64"),
             ("ct-sparse-view", "nope"), ("ct-sparse-view", W["evil.safetensors"]), ("ct-sparse-view", W["empty.safetensors"])])
-        argv = ["reconstruct", "--operator", op, "--prior", prior, "--sampler", flag(pick(["dps", "red-diff", "smc"]), ["bogus"]),
+        argv = ["reconstruct", "--operator", op, "--prior", prior,
+                "--sampler", flag(pick(["dps", "red-diff", "smc", "dds", "twisted-smc"]), ["bogus", "", "masked-smc"]),
                 "--input", W.get(inp, str(tmp / inp)), "--output", flag(str(tmp / "out.h5"), outs),
                 "--operator-args", flag('{"views": 8}' if op != "mri-4x" else "{}",
                                         ["[1]", "nan", '{"views": -1}', '{"sigma": Infinity}', '{"sigma": -0.1}', '{"bogus": 1}',
                                          '{"size": 0}', '{"size": "a"}', '{"views": 0}', "null", '{"size": 32}']),
                 "--steps", flag(pick(["1", "2"]), ["0", "-3"]), "--samples", flag(pick(["1", "2"]), ["0", "-1"]),
-                "--zeta", flag("1.0", FINITE_BAD + ["-1", "0"]), "--lam-ref", flag("0.25", ["nan", "-1"]),
+                "--sampler-args", flag("{}", ['{"zeta": Infinity}', '{"zeta": NaN}', '{"zeta": -1}', '{"bogus": 1}', "[1]", "{",
+                                              '{"steps": 0}', '{"lam_ref": -1}', '{"progress": "no"}']),
                 "--seed", flag("0", ["-1", str(2**70)]), "--device", device]
         if pick([False, True]):
             argv.append("--overwrite")

@@ -104,3 +104,37 @@ def test_simulate_failed_run_does_not_block_rerun(tmp_path):
     stale.write_bytes(b"half")
     assert main(bad + ["--t-final", "0.25"]) == 0  # different arguments: runs
     assert out.exists() and not stale.exists() and not (tmp_path / "h.nc.partial").exists()
+
+
+def test_safetensors_prior_gets_the_shape_check(tmp_path, capsys):
+    import shutil
+
+    import invdiff
+    from invdiff.cli import main
+    from invdiff.diffusion.zoo import ASSETS
+
+    prior = tmp_path / "model.safetensors"
+    shutil.copy(ASSETS / "ct-phantom-64.safetensors", prior)
+    base = ["reconstruct", "--sampler", "dps", "--prior", str(prior), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "o.h5")]
+    assert main(base + ["--operator", "ct-sparse-view", "--operator-args", '{"size": 32}']) == 2
+    assert "(1, 64, 64)" in capsys.readouterr().err  # a 64^2 prior on a 32^2 operator: refused, not run
+    assert main(base + ["--operator", "mri-4x"]) == 2
+    assert "channels" in capsys.readouterr().err
+    assert invdiff.__version__  # (the shipped name path is covered by tests/test_reconstruct.py)
+
+
+def test_complex_measurement_keeps_its_imaginary_part(world, tmp_path):
+    import h5py
+    import numpy as np
+
+    from invdiff.cli import main
+
+    rc = main(["reconstruct", "--operator", "mri-4x", "--operator-args", '{"sigma": 0.01}', "--sampler", "red-diff",
+               "--prior", "mri-phantom-64", "--steps", "1", "--samples", "1", "--input", str(world["y_complex.h5"]),
+               "--output", str(tmp_path / "o.h5")])
+    assert rc == 0
+    with h5py.File(tmp_path / "o.h5") as f:
+        y = f["y"][()]
+    assert y.shape == (1, 2, 64, 64)
+    np.testing.assert_array_equal(y[:, 0], np.ones((1, 64, 64)))  # real part
+    np.testing.assert_array_equal(y[:, 1], np.ones((1, 64, 64)))  # imaginary part, kept as channel 2

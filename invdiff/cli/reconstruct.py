@@ -68,6 +68,7 @@ def run(args) -> int:
         raise ValueError(f"--sampler: unknown sampler {args.sampler!r}; available: {', '.join(available())}")
     device = torch.device(args.device)
     prior = load_checkpoint(args.prior, device=device) if args.prior.endswith(".safetensors") else invdiff.load_prior(args.prior, device=device)
+    sampler = make_sampler(args.sampler, prior, **sampler_kwargs)  # its settings are checked before any data is read
     physics = operators.make(args.operator, device=device, generator=torch.Generator(device=device).manual_seed(args.seed), **op_kwargs)
     x_shape = tuple(physics.x_shape)
     check_prior_operator(prior, x_shape, f"prior {args.prior}", f"operator {args.operator}")  # also for .safetensors paths
@@ -91,7 +92,6 @@ def run(args) -> int:
         check_range(x_true, prior, "the input signal")
     if x_true is not None and not (path.suffix.lower() in (".h5", ".hdf5") and has_y):
         y = physics(x_true)
-    sampler = make_sampler(args.sampler, prior, **sampler_kwargs)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
     t = time.perf_counter()
     out = sampler.sample(y, physics, n_samples=args.samples, generator=g)
