@@ -203,3 +203,13 @@ def test_validate_measurement_and_prior():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_range(torch.rand(1, 1, 4, 4), prior)
+
+
+def test_train_removes_stale_temporaries(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = run / ".state.safetensors.dead01.tmp.safetensors"  # left by a run killed mid-write
+    stale.write_bytes(b"half")
+    train(tiny_config(steps=2), run, progress=False)
+    assert not stale.exists()
+    assert sorted(p.name for p in run.iterdir()) == ["card.json", "model.safetensors", "state.safetensors"]

@@ -48,7 +48,7 @@ from torch import nn
 from invdiff.diffusion.edm import EDMPrecond, edm_loss
 from invdiff.diffusion.networks import build_network
 from invdiff.diffusion.state import LEGACY_STATE_NAME, STATE_NAME, load_state, save_state
-from invdiff.utils.io import atomic_path
+from invdiff.utils.io import atomic_path, remove_stale_temporaries
 from invdiff.utils.progress import progress as _progress
 
 __all__ = ["TrainConfig", "train", "load_checkpoint", "make_data", "build_prior", "TrainResult"]
@@ -335,6 +335,9 @@ def train(
             _save(out, cfg, model, ema, opt, gen, step + 1, losses, command, started)
     step = end
     card = _save(out, cfg, model, ema, opt, gen, step, losses, command, started) if rank == 0 else {}
+    if rank == 0:  # hidden temporaries of an earlier, killed run
+        for name in (STATE_NAME, "model.safetensors", "card.json"):
+            remove_stale_temporaries(out / name)
     if distributed:
         torch.distributed.barrier()
     ema.eval()
