@@ -176,3 +176,24 @@ def test_operator_noise_gives_the_complex_gaussian_likelihood():
     op = HybridBeamforming(nr=4, nt=4, frames=4, rf_chains=2, snr_db=10.0)
     lik = likelihood_from(op)
     assert isinstance(lik, ComplexGaussianLikelihood) and math.isclose(float(lik.sigma) ** 2, op.noise_var)
+
+
+def test_annealed_langevin_mean_matches_exact_posterior_mean():
+    """Annealed Langevin with the exact Gaussian denoiser: the mean of 1000 chains is the exact posterior
+    mean (= the LMMSE estimate) within 4 standard errors plus an annealing-bias budget of 0.25 posterior
+    std (measured bias 0.15 std at these settings with 4000 chains)."""
+    from invdiff.samplers import make
+
+    C, real_cov = _circular_gaussian(4, _gen(9))
+    prior = Gaussian(torch.zeros(2, 2, 2, dtype=torch.float64), real_cov)
+    op = HybridBeamforming(nr=2, nt=2, frames=1, rf_chains=2, tx_rf_chains=1, snr_db=10.0, seed=3, generator=_gen(10))
+    y = op(prior.sample(1, generator=_gen(11)))
+    post = prior.posterior(op.real_matrix(), y.flatten(1), math.sqrt(op.noise_var / 2))
+    n = 1000
+    out = make("annealed-langevin", prior, levels=100, steps_per_level=3, eps=1e-4, progress=False).sample(
+        y, op, n_samples=n, generator=_gen(1))
+    assert out.nfe == 300
+    std = post.covariance.diagonal().reshape(2, 2, 2).sqrt()
+    assert bool(((out.samples.mean(0)[0] - post.mean).abs() <= (0.25 + 4 / math.sqrt(n)) * std).all())
+    h_lmmse = LMMSE(torch.zeros(4, dtype=torch.complex128), C)(to_complex(y).reshape(1, -1), op.Phi, op.noise_var)
+    assert torch.allclose(to_real(h_lmmse.reshape(1, 2, 2), torch.float64)[0], post.mean, atol=1e-10)
