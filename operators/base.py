@@ -98,7 +98,7 @@ def power_norm(
     .. math::
         v_{k+1} = \frac{A^\top A v_k}{\|A^\top A v_k\|}, \qquad \|A\|_2^2 = \lim_k \|A^\top A v_k\| .
 
-    Unlike deepinv's ``compute_norm`` it never touches the global random state (default seed 0).
+    Unlike deepinv's ``compute_sqnorm`` it never touches the global random state (default seed 0).
     """
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     v = torch.randn((1, *x_shape), generator=g, dtype=dtype).to(device)

@@ -422,7 +422,7 @@ def test_folded_parameters_cannot_be_changed_silently():
         blur.A(torch.zeros(1, 1, 8, 8), filter=torch.ones(1, 1, 3, 3))
 
 
-@pytest.mark.parametrize("module", ["matrix", "ct", "mri", "masks", "blur", "volume", "noise"])
+@pytest.mark.parametrize("module", ["matrix", "ct", "mri", "masks", "blur", "volume", "noise", "common", "complex", "svd"])
 def test_docstring_examples(module):
     import doctest
     import importlib
