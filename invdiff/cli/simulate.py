@@ -7,17 +7,20 @@ See ``invdiff.datasets.pde`` and the data cards ``datasets/pde_*.md``.
     invdiff simulate burgers --n 256 --seed 0 --out data/burgers.nc
     invdiff simulate ns2d --n 64 --seed 1 --out data/ns.nc --resolution 64 --chunk 8
     invdiff simulate heat --n 100 --seed 2 --out data/heat2d.nc --resolution 32x32
+    invdiff simulate channel --n 10000 --seed 0 --out data/hpsm.nc --preset 60ghz   (HPSM channels)
 """
 from __future__ import annotations
 
-HELP = "Simulate PDE trajectory datasets (burgers, ns2d, heat)."
+HELP = "Simulate PDE trajectory datasets (burgers, ns2d, heat) and HPSM channel datasets (channel)."
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("simulate", help=HELP, description=HELP)
-    p.add_argument("pde", choices=["burgers", "ns2d", "heat"],
+    p.add_argument("pde", choices=["burgers", "ns2d", "heat", "channel"],
                    help="burgers: forced Dirichlet Burgers (WDNO set-up); ns2d: 2D Navier-Stokes vorticity (FNO set-up); "
-                        "heat: exact advection-diffusion (1D, or 2D with --resolution NxM)")
+                        "heat: exact advection-diffusion (1D, or 2D with --resolution NxM); "
+                        "channel: HPSM near-field UM-MIMO channels (datasets/channels_hpsm.md)")
+    p.add_argument("--preset", default="60ghz", choices=["60ghz", "0.3thz"], help="channel: HPSM scenario preset (default 60ghz)")
     p.add_argument("--n", type=int, required=True, help="number of trajectories")
     p.add_argument("--seed", type=int, default=0, help="seed; sample i is drawn from a generator seeded by (seed, i)")
     p.add_argument("--out", required=True, help="output netCDF file (.nc)")
@@ -33,6 +36,14 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import torch
+
+    if args.pde == "channel":
+        from invdiff.datasets.channel_sim import simulate_channels
+
+        path = simulate_channels(args.n, seed=args.seed, out=args.out, preset=args.preset,
+                                 chunk=args.chunk if args.chunk != 16 else 1024, progress=not args.no_progress)
+        print(f"wrote {path}")
+        return 0
 
     from invdiff.datasets.pde import simulate
 
