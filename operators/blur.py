@@ -13,7 +13,10 @@ trajectories, Schuler et al. 2015) or are a uniform box; the operator subclasses
   with :math:`P` the reflect padding (identity otherwise) and :math:`C` the crop to the output
   (the valid part for ``"valid"``); :math:`P^\\top` is PyTorch's exact reflection-pad backward;
 - a Wiener (Tikhonov) deconvolution baseline: closed form in Fourier for circular boundaries,
-  CG on the normal equations otherwise.
+  CG on the normal equations otherwise;
+- for circular boundaries, deepinv's decomposable interface as its ``BlurFFT`` has it
+  (``mask`` :math:`= |\hat k|`, ``V^T`` = orthonormal ``rfft2``, ``U^T`` = ``rfft2`` times the
+  conjugate phase of :math:`\hat k`), so deepinv's DDRM runs on it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin, tikhonov_cg
 from invdiff.operators.common import finite_number, resolve_common
+from invdiff.operators.complex import to_channels, to_complex
 from invdiff.operators.registry import register
 from invdiff.utils.checks import check_floating
 
@@ -129,6 +133,7 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
         self.register_buffer("khat64", khat.to(device), persistent=False)
         self.register_buffer("khat_conj", khat.conj().resolve_conj().to(torch.complex64).to(device), persistent=False)
         self.register_buffer("khat64_conj", khat.conj().resolve_conj().to(device), persistent=False)
+        self.register_buffer("khat_abs", khat.abs().to(torch.float32).to(device), persistent=False)  # follows dtype=
         if padding == "valid":
             self._crop = (kh - 1 - ph, kh - 1 - ph + H - kh + 1, kw - 1 - pw, kw - 1 - pw + W - kw + 1)
             self.y_shape = (channels, H - kh + 1, W - kw + 1)
@@ -145,6 +150,46 @@ class Blur2D(OperatorMixin, _DeepinvBlur):
 
     def _conv(self, z: torch.Tensor, adjoint: bool) -> torch.Tensor:
         return torch.fft.irfft2(torch.fft.rfft2(z).mul_(self._khat(z, conj=adjoint)), s=self.fft_shape)
+
+    # -- deepinv's decomposable interface (circular boundaries only), as deepinv's BlurFFT --
+    def _circular(self) -> None:
+        if self.padding != "circular":
+            # AttributeError: hasattr(op, "mask") is False and OperatorMixin names the reason
+            raise AttributeError(f"Blur2D with padding={self.padding!r} is not diagonalised by the FFT")
+
+    @property
+    def mask(self) -> torch.Tensor:
+        r"""Singular values :math:`|\hat k|` on the ``rfft2`` grid, shape ``(1, C, H, W // 2 + 1, 2)``
+        (the same for the real and imaginary coordinates), circular boundaries only."""
+        self._circular()
+        m = self.khat64.abs().to(self.khat_abs.dtype)  # precision of khat64, dtype of the real buffers
+        return m[None, None, :, :, None].expand(1, self.channels, *m.shape, 2)
+
+    def V_adjoint(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        r""":math:`V^\top x`: the orthonormal ``rfft2`` of ``x`` as (real, imag) on a last axis."""
+        self._circular()
+        return to_channels(torch.fft.rfft2(x, norm="ortho"), dim=-1)
+
+    def V(self, z: torch.Tensor, **kwargs) -> torch.Tensor:
+        r""":math:`V \bar x`: the inverse of :meth:`V_adjoint` (``irfft2``)."""
+        self._circular()
+        return torch.fft.irfft2(to_complex(z, dim=-1), norm="ortho", s=self.fft_shape)
+
+    def U_adjoint(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        r""":math:`U^\top y`: ``rfft2`` times the conjugate phase :math:`\bar{\hat k} / |\hat k|`."""
+        self._circular()
+        return to_channels(torch.fft.rfft2(y, norm="ortho") * self._phase(y, conj=True), dim=-1)
+
+    def U(self, z: torch.Tensor, **kwargs) -> torch.Tensor:
+        r""":math:`U \bar y`: the phase :math:`\hat k / |\hat k|` then ``irfft2``, so that
+        ``U(mask * V_adjoint(x)) = A x`` exactly."""
+        self._circular()
+        return torch.fft.irfft2(to_complex(z, dim=-1) * self._phase(z), norm="ortho", s=self.fft_shape)
+
+    def _phase(self, t: torch.Tensor, conj: bool = False) -> torch.Tensor:
+        k = self._khat(t, conj=conj)
+        mag = k.abs()
+        return torch.where(mag > 0, k / torch.where(mag > 0, mag, torch.ones_like(mag)), torch.ones_like(k))
 
     def update_parameters(self, filter=None, **kwargs):
         """deepinv's parameter update; the kernel is folded into its transfer function at
