@@ -78,7 +78,7 @@ class HPSMConfig:
     n_scatter: int = 3
     scatter_range: tuple[float, float] = (0.3, 1.2)
     reflection_loss_db: tuple[float, float] = (5.0, 15.0)
-    absorption_db_per_km: float = 0.0
+    absorption_db_per_km: float = 15.0
     los: bool = True
     model: str = "hpsm"
     normalize: str = "sample"

@@ -49,7 +49,8 @@ def test_spherical_model_is_exact_per_antenna_distance():
     pos_t = torch.stack([torch.zeros(cfg.nt, dtype=torch.float64), (v_t[:, None] + u_t).reshape(-1)], -1)
     d = (pos_r[:, :, None, :] - pos_t[None, None]).norm(dim=-1)
     lam = cfg.wavelength
-    ref = lam / (4 * math.pi * d) * torch.exp(-1j * 2 * math.pi / lam * d)
+    kappa = cfg.absorption_db_per_km / 1000 * math.log(10) / 10  # power attenuation per metre
+    ref = lam / (4 * math.pi * d) * torch.exp(-kappa * d / 2 - 1j * 2 * math.pi / lam * d)
     assert torch.allclose(to_complex(H), ref, rtol=1e-9, atol=1e-15)
 
 
