@@ -25,7 +25,7 @@ TARGETS = {
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help=HELP, description=HELP)
-    p.add_argument("target", choices=sorted(TARGETS), help="; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
+    p.add_argument("target", choices=sorted(TARGETS), help="; ".join(f"{k}: {v}" for k, v in TARGETS.items()).replace("%", "%%"))
     p.add_argument("--out", default="results/bench", help="output folder (default: results/bench)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
