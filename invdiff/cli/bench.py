@@ -13,6 +13,7 @@ TARGETS = {
     "samplers": "posterior samplers vs exact posteriors, and vs deepinv's DPS",
     "priors": "shipped priors: denoising MSE and reconstruction PSNR vs NFE",
     "pde": "PDE solvers: throughput, accuracy vs exact solutions, gradient cost",
+    "channel": "channel estimation on HPSM channels: NMSE vs SNR of LS, LMMSE, OMP (DFT/polar), PnP-ODE, Langevin; NFE, time",
     "surrogates": "Burgers trajectory surrogates (WDNO, physical diffusion, FNO, persistence) vs the solver: error, speed",
     "pde-inverse": "Burgers trajectory and initial state from sparse sensors: DPS/SMC with the WDNO prior vs solver-in-the-loop",
     "aps": "discrete priors: APS/SVDD/masked SMC vs exact posteriors (TV) and on digits tasks (PSNR vs NFE), continuous DPS beside",
