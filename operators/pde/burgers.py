@@ -19,8 +19,7 @@ import math
 
 import torch
 
-from invdiff.operators.common import check_positive_finite, pop_common, with_common
-from invdiff.operators.registry import register
+from invdiff.operators.common import check_positive_finite
 from invdiff.utils import check_shape
 
 from .base import PDESolver
@@ -311,15 +310,3 @@ class _DirichletRK4Step(torch.autograd.Function):
         for f, fb in ((f1, k1b), (f2, k2b + k3b), (f4, k4b)):
             grads.append(_sum_to(fb, f) if ctx.needs_input_grad[len(grads)] else None)
         return (*grads, None, None, None)
-
-
-@register("pde-burgers", "1D periodic viscous Burgers (pseudo-spectral, ETDRK4): u0 -> trajectory")
-def _make_burgers(**kw) -> BurgersPeriodic:
-    common = pop_common(kw)
-    return with_common(BurgersPeriodic(**kw), **common)
-
-
-@register("pde-burgers-dirichlet", "forced 1D Burgers on [0,1], u=0 at the ends (WDNO set-up): u0 -> trajectory")
-def _make_burgers_dirichlet(**kw) -> BurgersDirichlet:
-    common = pop_common(kw)
-    return with_common(BurgersDirichlet(**kw), **common)

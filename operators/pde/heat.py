@@ -17,8 +17,7 @@ from collections.abc import Sequence
 import torch
 from deepinv.physics import LinearPhysics
 
-from invdiff.operators.common import LinearFlag, check_positive_finite, finite_number, pop_common, with_common
-from invdiff.operators.registry import register
+from invdiff.operators.common import LinearFlag, check_positive_finite, finite_number
 from invdiff.utils import check_floating, check_shape
 
 from .spectral import derivative_wavenumbers, wavenumbers
@@ -117,9 +116,3 @@ class AdvectionDiffusion(LinearFlag, LinearPhysics):
             check_shape("y", y, (None, None, self.n_frames, *self.grid))
         m = self.multipliers(y.dtype, y.device)
         return self._ifft((m.conj() * self._fft(y)).sum(2))
-
-
-@register("pde-heat", "linear advection-diffusion on the 1D/2D torus, exact in Fourier space: u0 -> trajectory")
-def _make_heat(**kw) -> AdvectionDiffusion:
-    common = pop_common(kw)
-    return with_common(AdvectionDiffusion(**kw), **common)

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from invdiff.operators.common import check_positive_finite, finite_number, pop_common, with_common
-from invdiff.operators.registry import register
+from invdiff.operators.common import check_positive_finite, finite_number
 from invdiff.utils import check_shape
 
 from .base import PDESolver
@@ -201,9 +200,3 @@ class NavierStokes2D(PDESolver):
 
     def _field(self, w, tb):
         return torch.fft.irfft2(w, s=self.grid)
-
-
-@register("pde-ns2d", "2D Navier-Stokes vorticity on the torus (pseudo-spectral, ETDRK4): w0 -> trajectory")
-def _make_ns2d(**kw) -> NavierStokes2D:
-    common = pop_common(kw)
-    return with_common(NavierStokes2D(**kw), **common)

@@ -19,8 +19,7 @@ import torch
 from deepinv.physics import LinearPhysics, Physics
 from deepinv.physics.forward import compose
 
-from invdiff.operators.common import LinearFlag, check_positive_finite, is_linear, with_common
-from invdiff.operators.registry import register
+from invdiff.operators.common import LinearFlag, check_positive_finite, is_linear
 from invdiff.utils import check_floating
 from invdiff.utils.random import rand
 
@@ -266,65 +265,3 @@ def observe(solver: Physics, *observations: LinearPhysics, noise_model=None) -> 
     if noise_model is not None:
         op.noise_model = noise_model
     return op
-
-
-def _grid_of(solver) -> tuple[int, ...]:
-    return tuple(solver.grid)
-
-
-_SOLVERS = {"burgers": "pde-burgers", "burgers-dirichlet": "pde-burgers-dirichlet", "ns2d": "pde-ns2d", "heat": "pde-heat"}
-
-
-@register("pde-sensors", "point sensors with linear interpolation on a 1D/2D PDE grid (fixed or random positions)")
-def _make_sensors(grid: Sequence[int] = (128,), n_sensors: int = 16, positions=None, length=1.0, periodic: bool = True,
-                  time_axis: bool = False, n_frames: int | None = None, seed: int = 0, **common) -> PointSensors:
-    grid = (grid,) if isinstance(grid, int) else tuple(grid)
-    if positions is None:
-        g = torch.Generator().manual_seed(seed)
-        positions = random_sensor_positions(n_sensors, length, len(grid), generator=g)
-    return with_common(PointSensors(grid, positions, length, periodic, time_axis, n_frames), **common)
-
-
-@register("pde-subsample-space", "spatial sub-sampling of a PDE field/trajectory by a factor (2, 4, 8)")
-def _make_subsample_space(grid: Sequence[int] = (128,), factor: int = 2, n_frames: int | None = None, **common) -> SpatialSubsample:
-    return with_common(SpatialSubsample(grid, factor, n_frames), **common)
-
-
-@register("pde-subsample-time", "temporal sub-sampling of a PDE trajectory by a factor (2, 4, 8)")
-def _make_subsample_time(n_frames: int = 11, grid: Sequence[int] = (128,), factor: int = 2, **common) -> TemporalSubsample:
-    return with_common(TemporalSubsample(n_frames, grid, factor), **common)
-
-
-@register("pde-time-window", "frames start <= k < stop of a PDE trajectory")
-def _make_time_window(n_frames: int = 11, grid: Sequence[int] = (128,), start: int = 0, stop: int | None = None,
-                      **common) -> TimeWindow:
-    return with_common(TimeWindow(n_frames, grid, start, stop), **common)
-
-
-@register("pde-observed", "a PDE solver composed with observations, e.g. sparse sensors of a Burgers trajectory")
-def _make_observed(solver: str = "burgers", observation: str = "sensors", solver_kwargs: dict | None = None,
-                   factor: int = 2, n_sensors: int = 16, seed: int = 0, start: int = 0, stop: int | None = None,
-                   **common) -> Physics:
-    """``observation o solver``; ``observation`` in sensors | subsample-space | subsample-time | time-window.
-    The common arguments (noise, generator, device, dtype) apply to the composition."""
-    from invdiff.operators.registry import make
-
-    if solver not in _SOLVERS:
-        raise ValueError(f"solver: expected one of {sorted(_SOLVERS)}, got {solver!r}")
-    S = make(_SOLVERS[solver], **(solver_kwargs or {}))
-    grid = _grid_of(S)
-    traj = getattr(S, "output", "trajectory") == "trajectory"
-    nf = S.n_frames if traj else None
-    lengths = getattr(S, "lengths", None) or (getattr(S, "length", 1.0),) * len(grid)
-    if observation == "sensors":
-        O = _make_sensors(grid, n_sensors, None, lengths, periodic=solver != "burgers-dirichlet",
-                          time_axis=traj, n_frames=nf, seed=seed)
-    elif observation == "subsample-space":
-        O = SpatialSubsample(grid, factor, nf)
-    elif observation in ("subsample-time", "time-window"):
-        if not traj:
-            raise ValueError(f"observation {observation!r} needs a trajectory output (solver output='trajectory')")
-        O = TemporalSubsample(nf, grid, factor) if observation == "subsample-time" else TimeWindow(nf, grid, start, stop)
-    else:
-        raise ValueError(f"observation: expected sensors, subsample-space, subsample-time or time-window, got {observation!r}")
-    return with_common(observe(S, O), **common)
