@@ -3,7 +3,9 @@ r"""The common constructor arguments of every operator, checked and resolved in 
 Every registered operator factory (``invdiff.operators.make(name, ...)``) and every operator
 class accepts
 
-- ``sigma``: standard deviation of additive Gaussian noise (a finite number or tensor >= 0);
+- ``sigma``: standard deviation of additive Gaussian noise (a finite number or tensor >= 0),
+  per real entry: for complex data as (real, imag) channels, per channel (complex variance
+  :math:`2\sigma^2`), as deepinv's ``GaussianNoise`` on its two-channel signals;
 - ``gain``: Poisson gain :math:`g` (photon counting, :math:`y = g\,\mathrm{Poisson}(Ax / g)`,
   finite > 0); with ``sigma`` too: Poisson-Gaussian noise;
 - ``noise_model``: any deepinv ``NoiseModel``, used as given;
