@@ -252,3 +252,18 @@ def test_mbir_with_a_strong_tv_makes_slices_agree():
         out = s.sample(y, op, generator=torch.Generator().manual_seed(0)).samples[0]
         spread[lam] = float(FiniteDifference((2,)).A(out).abs().mean())
     assert spread[100.0] < 0.2 * spread[0.0], spread
+
+
+def test_mbir_without_tv_is_dds_on_the_slicewise_prior():
+    """lambda = 0 and rho -> 0 leave DDS's proximal CG step: the samples match DDS's."""
+    op = Volume(CT(8, angles=4), depth=3, sigma=0.05)
+    x = phantoms3d.ct_phantoms3d(1, size=8, depth=3, generator=torch.Generator().manual_seed(0))
+    y = op(x)
+    prior = SliceWisePrior(gaussian_slice_prior)
+    prior.sigma_data = 0.3
+    kw = dict(steps=6, cg_iters=3, eta=0.5, progress=False)
+    a = DDS(prior, **kw).sample(y, op, n_samples=2, generator=torch.Generator().manual_seed(3)).samples
+    for order in ("zx", "xz"):
+        b = DiffusionMBIR(prior, lam=0.0, rho=1e-12, order=order, **kw).sample(
+            y, op, n_samples=2, generator=torch.Generator().manual_seed(3)).samples
+        assert torch.allclose(a, b, rtol=0, atol=1e-4 * float(a.abs().max())), float((a - b).abs().max())

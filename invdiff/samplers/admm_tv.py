@@ -69,6 +69,8 @@ class TVADMM:
     :param lam: :math:`\lambda`, the weight of :math:`\|Dx\|_1`. :param rho: the ADMM penalty.
     :param axes: difference axes of ``(B, C, D, H, W)``: ``(2,)`` (z only) or ``(2, 3, 4)``.
     :param cg_iters: conjugate-gradient steps of the x-update.
+    :param weight: optional data weights :math:`w` (broadcastable to ``y``): the data term becomes
+        :math:`\tfrac12 \|A x - y\|_W^2` (e.g. the relative precision of the measurements).
     """
 
     physics: object
@@ -77,6 +79,7 @@ class TVADMM:
     rho: float = 10.0
     axes: tuple[int, ...] = (2,)
     cg_iters: int = 5
+    weight: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not hasattr(self.physics, "A_adjoint"):
@@ -86,29 +89,41 @@ class TVADMM:
         if not isinstance(self.cg_iters, int) or self.cg_iters < 1:
             raise ValueError(f"cg_iters: expected an int >= 1, got {self.cg_iters!r}")
         self.D = difference_operator(self.axes)
-        self.Aty = self.physics.A_adjoint(self.y)
+        self.Aty = self.physics.A_adjoint(self.y if self.weight is None else self.weight * self.y)
 
     def init(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Initial ``(z, u) = (D x, 0)``."""
         z = self.D.A(x)
         return z, torch.zeros_like(z)
 
-    def step(self, x: Tensor, z: Tensor, u: Tensor, prox: float = 0.0, x_ref: Tensor | None = None):
-        """One ADMM iteration: returns the new ``(x, z, u)``."""
-        A, D, rho = self.physics, self.D, self.rho
+    def x_update(self, x: Tensor, z: Tensor, u: Tensor, prox=0.0, x_ref: Tensor | None = None) -> Tensor:
+        """The CG x-update of the module docstring (``prox``: the weight :math:`p` of
+        :math:`\tfrac p2\|x - x_{ref}\|^2`, a float or a per-row tensor broadcastable to ``x``)."""
+        A, D, rho, w = self.physics, self.D, self.rho, self.weight
+        has_prox = isinstance(prox, Tensor) or prox > 0
 
         def normal(v: Tensor) -> Tensor:
-            out = A.A_adjoint(A.A(v)) + rho * D.A_adjoint(D.A(v))
-            return out + prox * v if prox > 0 else out
+            Av = A.A(v) if w is None else w * A.A(v)
+            out = A.A_adjoint(Av) + rho * D.A_adjoint(D.A(v))
+            return out + prox * v if has_prox else out
 
         b = self.Aty + rho * D.A_adjoint(z - u)
-        if prox > 0:
+        if has_prox:
             b = b + prox * x_ref
         with torch.no_grad():
-            x = conjugate_gradient(normal, b, x, self.cg_iters)
-            Dx = D.A(x)
-            z = soft_threshold(Dx + u, self.lam / rho)
-            u = u + Dx - z
+            return conjugate_gradient(normal, b, x, self.cg_iters)
+
+    def zu_update(self, x: Tensor, z: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The soft-threshold z-update and the dual update at ``x``."""
+        with torch.no_grad():
+            Dx = self.D.A(x)
+            z = soft_threshold(Dx + u, self.lam / self.rho)
+            return z, u + Dx - z
+
+    def step(self, x: Tensor, z: Tensor, u: Tensor, prox=0.0, x_ref: Tensor | None = None):
+        """One ADMM iteration (x, then z and u): returns the new ``(x, z, u)``."""
+        x = self.x_update(x, z, u, prox, x_ref)
+        z, u = self.zu_update(x, z, u)
         return x, z, u
 
     def objective(self, x: Tensor) -> Tensor:

@@ -13,21 +13,31 @@ At each noise level :math:`\sigma_i`:
 
 .. math::
     \hat x_0 &= D_{2D}(x_i, \sigma_i) \ \text{on every slice}, \\
-    x &\leftarrow \mathrm{CG}_M\big(A^\top A + \rho D_z^\top D_z,\; A^\top y + \rho D_z^\top (z - u);\; \hat x_0\big), \\
+    x &\leftarrow \mathrm{CG}_M\big(A^\top W A + p_i I + \rho D_z^\top D_z,\;
+        A^\top W y + p_i \hat x_0 + \rho D_z^\top (z - u);\; \hat x_0\big), \\
     z &\leftarrow \mathcal S_{\lambda/\rho}(D_z x + u), \qquad u \leftarrow u + D_z x - z, \\
     x_{i+1} &= x + \sigma_{down}\,\hat\varepsilon + \sigma_{up}\,\xi
         \qquad (\text{DDIM}(\eta),\ \hat\varepsilon = (x_i - \hat x_0)/\sigma_i),
 
-with :math:`z, u` kept from one noise level to the next (warm start; initialised at
-:math:`z = D_z \hat x_0`, :math:`u = 0` on the first step). ``tv_axes=(2, 3, 4)`` is the
-all-axes variant. The paper applies the ADMM step to the noisy iterate of a 2000-step
-predictor-corrector VE sampler; here, as in DDS, it corrects the Tweedie estimate and DDIM
-re-noises it, which needs far fewer steps (the paper's own follow-up, DDS, Chung, Lee & Ye 2024).
+i.e. one ADMM iteration on
+:math:`\tfrac12\|Ax - y\|_W^2 + \tfrac{p_i}{2}\|x - \hat x_0\|^2 + \lambda\|D_z x\|_1`, with :math:`z, u`
+kept from one noise level to the next (warm start; :math:`z = D_z \hat x_0`, :math:`u = 0` on the
+first step). ``tv_axes=(2, 3, 4)`` is the all-axes variant.
 
-Defaults :math:`\lambda = 0.04`, :math:`\rho = 10` are the paper's; its data term is the
-unwhitened :math:`\tfrac12\|Ax - y\|^2` on volumes in [0, 1]; invdiff's CT and MRI operators
-have :math:`\|A\| = 1`, so :math:`\lambda` is a TV weight per unit intensity (see
-:mod:`invdiff.samplers.admm_tv` and ``docs/benchmarks/mbir3d.md`` for the values tuned here).
+Units. :math:`W = \bar v / \mathrm{Var}\,y` (the likelihood's variance relative to its mean
+:math:`\bar v`; :math:`W = I` for Gaussian noise), so the data term is the paper's unweighted
+:math:`\tfrac12\|Ax - y\|^2` and :math:`\lambda, \rho` keep the paper's units: a TV weight per unit
+intensity for volumes in [0, 1] and :math:`\|A\| = 1` (invdiff's CT and MRI operators). The
+paper's :math:`\lambda = 0.04, \rho = 10` are the defaults; they were set for its own Radon scaling
+and AAPM volumes, and the benchmark re-tunes them on a validation volume
+(``docs/benchmarks/mbir3d.md``). ``prox="auto"`` adds DDS's proximal term with
+:math:`p_i = \bar v / v_i`, :math:`v_i = s^2\sigma_i^2/(s^2 + \sigma_i^2)` (:mod:`invdiff.samplers.dds`):
+``DiffusionMBIR(lam=0)`` is then DDS on the slice-wise prior, and DiffusionMBIR is "DDS with the
+z-TV term" of Chung, Lee & Ye (2024). ``prox=0`` is the paper's plain CG from :math:`\hat x_0`.
+
+Differences from the paper: it applies the ADMM step to the noisy iterate of a 2000-step
+predictor-corrector VE sampler; here, as in DDS, it corrects the Tweedie estimate and DDIM
+re-noises it, which needs far fewer steps.
 
 Cost per step: one slice-wise denoiser call (``depth`` 2D evaluations per volume) and
 ``cg_iters * admm_iters`` applications of :math:`A^\top A`; no gradient through the network.
@@ -74,6 +84,8 @@ class DiffusionMBIR(DiffusionLoop):
     :param tv_axes: ``(2,)`` (z only, the paper's default) or ``(2, 3, 4)`` (all axes).
     :param cg_iters: CG steps per x-update. :param admm_iters: ADMM iterations per noise level.
     :param eta: DDIM noise (0 deterministic, 1 DDPM).
+    :param prox: ``"auto"`` (DDS's proximal weight, module docstring) or a fixed :math:`p \ge 0`
+        (``0``: the paper's plain CG from :math:`\hat x_0`).
     :param axis, chunk: slice axis and slices per network call of the slice-wise prior.
     :param sigmas: explicit descending noise levels ending at 0.
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
@@ -82,8 +94,8 @@ class DiffusionMBIR(DiffusionLoop):
     label = "DiffusionMBIR"
 
     def __init__(self, prior, steps: int = 100, *, lam: float = 0.04, rho: float = 10.0, tv_axes=(2,),
-                 cg_iters: int = 5, admm_iters: int = 1, eta: float = 0.15, axis: int = 2, chunk: int = 64,
-                 sigmas: Tensor | None = None, progress: bool = True, on_nan: str = "raise") -> None:
+                 cg_iters: int = 5, admm_iters: int = 1, eta: float = 0.15, prox: str | float = "auto", order: str = "zx", axis: int = 2,
+                 chunk: int = 64, sigmas: Tensor | None = None, progress: bool = True, on_nan: str = "raise") -> None:
         for name, v in (("lam", lam), ("rho", rho)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
@@ -94,11 +106,16 @@ class DiffusionMBIR(DiffusionLoop):
                 raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
         if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):
             raise ValueError(f"eta: expected a number in [0, 1], got {eta!r}")
+        if not (prox == "auto" or (isinstance(prox, (int, float)) and not isinstance(prox, bool)
+                                   and math.isfinite(prox) and prox >= 0)):
+            raise ValueError(f"prox: expected 'auto' or a finite number >= 0, got {prox!r}")
         tv_axes = tuple(int(a) for a in tv_axes)
         if not tv_axes or any(a not in (2, 3, 4) for a in tv_axes):
             raise ValueError(f"tv_axes: expected spatial axes among (2, 3, 4) of (B, C, D, H, W), got {tv_axes}")
         self.lam, self.rho, self.tv_axes = float(lam), float(rho), tv_axes
-        self.cg_iters, self.admm_iters, self.eta = cg_iters, admm_iters, float(eta)
+        if order not in ("zx", "xz"):
+            raise ValueError(f"order: expected 'zx' or 'xz', got {order!r}")
+        self.cg_iters, self.admm_iters, self.eta, self.prox, self.order = cg_iters, admm_iters, float(eta), prox, order
         super().__init__(slicewise(prior, axis, chunk), steps, sigmas=sigmas, method="ddim",
                          solver_options={"eta": float(eta)}, progress=progress, on_nan=on_nan)
 
@@ -107,7 +124,16 @@ class DiffusionMBIR(DiffusionLoop):
             raise ValueError(f"DiffusionMBIR: expected volumes (C, D, H, W), the operator's signals have shape "
                              f"{problem.x_shape}")
         state = super().start(problem, sigmas, generator)
-        state["admm"] = TVADMM(problem.physics, problem.y, self.lam, self.rho, self.tv_axes, self.cg_iters)
+        y = problem.y
+        var = problem.likelihood.variance(y).expand_as(y)
+        s2 = var.flatten(1).mean(1).reshape(-1, *([1] * (y.ndim - 1)))  # the mean variance of each row
+        state["admm"] = TVADMM(problem.physics, y, self.lam, self.rho, self.tv_axes, self.cg_iters, weight=s2 / var)
+        s2x = s2.reshape(-1, *([1] * len(problem.x_shape)))
+        if self.prox == "auto":
+            sd2 = float(getattr(self.prior, "sigma_data", 0.5)) ** 2
+            state["prox"] = [s2x * (sd2 + s**2) / (sd2 * s**2) for s in sigmas[:-1].tolist()]
+        else:
+            state["prox"] = [float(self.prox)] * (len(sigmas) - 1)
         return state
 
     def correct(self, x0_hat, problem, i, state):
@@ -116,6 +142,10 @@ class DiffusionMBIR(DiffusionLoop):
             state["z"], state["u"] = admm.init(x0_hat)
         x, z, u = x0_hat, state["z"], state["u"]
         for _ in range(self.admm_iters):
-            x, z, u = admm.step(x, z, u)
+            if self.order == "zx":  # threshold the current estimate first, then fit the data
+                z, u = admm.zu_update(x, z, u)
+                x = admm.x_update(x, z, u, prox=state["prox"][i], x_ref=x0_hat)
+            else:
+                x, z, u = admm.step(x, z, u, prox=state["prox"][i], x_ref=x0_hat)
         state["z"], state["u"] = z, u
         return x
