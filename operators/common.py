@@ -4,8 +4,9 @@ Every registered operator factory (``invdiff.operators.make(name, ...)``) and ev
 class accepts
 
 - ``sigma``: standard deviation of additive Gaussian noise (a finite number or tensor >= 0),
-  per real entry: for complex data as (real, imag) channels, per channel (complex variance
-  :math:`2\sigma^2`), as deepinv's ``GaussianNoise`` on its two-channel signals;
+  per real entry (deepinv's ``GaussianNoise``; for MRI's (real, imag) channels: per channel),
+  or, for operators built with ``complex_noise=True`` (wireless channels), the standard
+  deviation of circular complex noise :math:`\mathcal{CN}(0, \sigma^2)`;
 - ``gain``: Poisson gain :math:`g` (photon counting, :math:`y = g\,\mathrm{Poisson}(Ax / g)`,
   finite > 0); with ``sigma`` too: Poisson-Gaussian noise;
 - ``noise_model``: any deepinv ``NoiseModel``, used as given;
@@ -124,6 +125,7 @@ def resolve_common(
     device=None,
     dtype: torch.dtype | None = None,
     poisson: bool = True,
+    complex_noise: bool = False,
 ) -> Common:
     r"""Check the common arguments and build the noise model (the module's rule for conflicts).
 
@@ -133,6 +135,10 @@ def resolve_common(
 
     :param poisson: ``False`` for operators whose measurements are not intensities (complex
         k-space): a ``gain`` is then a ``ValueError``.
+    :param complex_noise: ``sigma`` is the standard deviation of circular complex noise
+        :math:`\mathcal{CN}(0, \sigma^2)` on (real, imag) data (``ComplexGaussianNoise``: each real
+        channel gets :math:`\sigma/\sqrt 2`) instead of deepinv's per-channel ``GaussianNoise``;
+        implies ``poisson=False``.
     """
     from invdiff.operators.noise import make_noise
 
@@ -157,9 +163,14 @@ def resolve_common(
             elif own is not generator:
                 raise ValueError("generator: noise_model already has its own generator (rng); give the generator to one of them")
     else:
-        if gain is not None and not poisson:
+        if gain is not None and not (poisson and not complex_noise):
             raise ValueError("gain: Poisson noise needs non-negative intensities; this operator's measurements are complex (use sigma)")
-        noise_model = make_noise(sigma=sigma, gain=gain, generator=generator)
+        if complex_noise and sigma is not None:
+            from invdiff.operators.noise import ComplexGaussianNoise
+
+            noise_model = ComplexGaussianNoise(float(sigma), rng=generator)
+        else:
+            noise_model = make_noise(sigma=sigma, gain=gain, generator=generator)
     uses_rng = getattr(noise_model, "rng", None)
     if uses_rng is not None and not _same_device(uses_rng, dev):
         raise ValueError(

@@ -177,3 +177,16 @@ def test_noise_model_and_generator_rule():
 def test_broken_settings_fail_at_construction(name, kw, match):
     with pytest.raises(ValueError, match=match):
         small(name, **kw)
+
+
+def test_complex_noise_option_is_circular_with_complex_std_sigma():
+    from invdiff.operators.common import resolve_common
+
+    z = torch.zeros(4000, 2)
+    draws = [resolve_common(sigma=0.2, complex_noise=True, generator=torch.Generator().manual_seed(0)).noise_model(z) for _ in range(2)]
+    assert torch.equal(*draws)
+    # E|n|^2 = sigma^2: each channel has std sigma / sqrt 2; 8000 draws, relative sd 1/sqrt(2 * 8000) < 0.8%
+    std = float(draws[0].std())
+    assert abs(std - 0.2 / 2**0.5) < 5 * (0.2 / 2**0.5) / (2 * z.numel()) ** 0.5
+    with pytest.raises(ValueError, match="gain"):
+        resolve_common(gain=0.1, complex_noise=True)
