@@ -211,6 +211,16 @@ def _declared_output(argv: list[str]) -> str | None:
     return out
 
 
+def _must_fail(argv: list[str]) -> bool:
+    """Inputs that can only give a meaningless result: a broadcastable y, NaN or empty data, complex
+    data for a real (1-channel) operator."""
+    opts = dict(zip(argv, argv[1:]))
+    inp = Path(opts.get("--input", "")).name
+    if argv[0] != "reconstruct":
+        return False
+    return inp in ("y_bcast.h5", "x_nan.npy", "zero.npy") or (inp == "x_complex.npy" and opts.get("--operator") != "mri-4x")
+
+
 def run_case(argv: list[str], world: dict[str, Path]) -> tuple[str, str]:
     """(outcome, detail): outcome in ok, user-error (exit 2), bad-exit, traceback, damaged, executed."""
     from invdiff.cli import main
@@ -242,6 +252,8 @@ def run_case(argv: list[str], world: dict[str, Path]) -> tuple[str, str]:
                    and not (str(world[k]) == allowed and before[k][0] == "file" and after.get(k, ("?",))[0] == "file")]
         if changed:
             outcome, detail = "damaged", f"changed: {changed}"
+    if outcome is None and rc == 0 and _must_fail(argv):
+        outcome, detail = "silent-wrong", "a known-bad input ran to exit 0"
     if outcome is None:
         outcome = "ok" if rc == 0 else "user-error"
         if rc == 2 and text.strip() and not text.strip().splitlines()[-1].startswith(("invdiff", "usage")):

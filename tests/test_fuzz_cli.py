@@ -2,7 +2,7 @@
 
 Cases come from :mod:`tests.fuzz_cli_cases` (good and bad values of every flag, broken and
 hostile input files, outputs that are inputs, symlinks, FIFOs, device nodes, unwritable places).
-The properties: exit code 0 or 2, no traceback, a one-line ``invdiff CMD: error: ...``
+The properties: exit code 0 or 2 (2 for inputs that can only give a meaningless result), no traceback, a one-line ``invdiff CMD: error: ...``
 message on failure, every input file unchanged, nothing but the named output replaced, and
 no pickle ever executed. ``python tests/fuzz_cli_cases.py N`` counts outcomes over N cases.
 """
@@ -138,3 +138,25 @@ def test_complex_measurement_keeps_its_imaginary_part(world, tmp_path):
     assert y.shape == (1, 2, 64, 64)
     np.testing.assert_array_equal(y[:, 0], np.ones((1, 64, 64)))  # real part
     np.testing.assert_array_equal(y[:, 1], np.ones((1, 64, 64)))  # imaginary part, kept as channel 2
+
+
+def test_unnormalised_measurement_warns(tmp_path, capsys):
+    import warnings
+
+    import invdiff.operators as operators
+    from invdiff.cli import main
+    from invdiff.datasets.loaders import save_hdf5
+    from invdiff.datasets.phantoms import test_set
+    from invdiff.utils.validate import OutOfRangeWarning
+
+    physics = operators.make("ct-sparse-view", views=8, sigma=0.01)
+    x = test_set("ct-phantom", 1, 64)
+    base = ["reconstruct", "--operator", "ct-sparse-view", "--operator-args", '{"views": 8, "sigma": 0.01}', "--sampler", "red-diff",
+            "--prior", "ct-phantom-64", "--steps", "1", "--samples", "1"]
+    for scale, warned in ((1.0, False), (255.0, True)):  # an image in 0..255 given to a prior trained on [0, 1]
+        save_hdf5(tmp_path / "y.h5", {"y": physics(scale * x)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", OutOfRangeWarning)
+            assert main(base + ["--input", str(tmp_path / "y.h5"), "--output", str(tmp_path / "o.h5")]) == 0
+        err = capsys.readouterr().err
+        assert ("invdiff reconstruct: warning:" in err and "0..255" in err) == warned, err

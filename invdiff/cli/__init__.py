@@ -99,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = os.environ.get("INVDIFF_DEBUG", "") not in ("", "0")
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # warnings like the errors: one line each
+        print(f"invdiff {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    catcher = warnings.catch_warnings()
+    catcher.__enter__()
+    if not debug:
+        warnings.showwarning = one_line
     try:
         check_args(args)
         return int(args.func(args) or 0)
@@ -112,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(msg.split()) or type(exc).__name__  # one line
         print(f"invdiff {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        catcher.__exit__(None, None, None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -90,6 +90,9 @@ def run(args) -> int:
         x_true = load_array(path, expected_shape=x_shape).to(device)
     if x_true is not None:
         check_range(x_true, prior, "the input signal")
+    elif hasattr(physics, "baseline"):  # a measurement only: judge its scale by the operator's baseline
+        with torch.no_grad():
+            check_range(physics.baseline(y), prior, "the baseline reconstruction of y", tolerance=2.0)  # streaks, noise
     if x_true is not None and not (path.suffix.lower() in (".h5", ".hdf5") and has_y):
         y = physics(x_true)
     g = torch.Generator(device="cpu").manual_seed(args.seed)
