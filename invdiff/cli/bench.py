@@ -21,6 +21,7 @@ TARGETS = {
     "calibration": "simulation-based calibration (rank histograms, 90% coverage) of every continuous sampler at its defaults",
     "uncertainty": "posterior uncertainty targets: min ESS, 90% coverage, error-std correlation on CT/MRI; SMC step cost; mixture; phantom TV",
     "diagnostics": "hallucination maps (x0 variance) on phantoms with a rare feature; out-of-domain scores (camera, Shepp-Logan)",
+    "all": "every target above (each in quick mode with --quick; a failing target is reported, not fatal) and one report, OUT/report.md",
 }
 
 

@@ -1,0 +1,106 @@
+"""`invdiff bench all`: run every benchmark target and write one Markdown report.
+
+Each target of ``invdiff bench`` (all of ``TARGETS`` except ``all``; with ``--quick`` each in its
+quick mode) runs in turn, in this process; a target that raises is reported (its error and the
+end of its traceback) and the others still run. Every table is written as Markdown + CSV under
+``OUT/<target>/``, exactly as ``invdiff bench <target>`` would, and ``OUT/report.md`` gathers:
+
+- the machine (CPU model, cores, torch threads, GPU), the versions (python, torch, deepinv,
+  invdiff), the date and the git commit;
+- a headline table: for each task, the best invdiff method by quality, its cost (NFE, seconds),
+  and deepinv's nearest method on the same prior (same NFE where the table has one);
+- every table of every target, with plots made from the rows where the columns allow (quality
+  against NFE and against time, operator time against its floor, coverage against its nominal
+  level): :mod:`invdiff.benchmarks.report`.
+
+``INVDIFF_BENCH_ALL_TARGETS=a,b`` runs a subset (for instance to skip a target you already ran).
+The function returns the summary table (one row per target), which the CLI also writes as
+``OUT/bench_all.md``.
+
+>>> from invdiff.benchmarks.all import normalise
+>>> list(normalise("pde", [{"a": 1}]))
+['pde']
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+
+__all__ = ["run", "run_targets", "normalise"]
+
+
+def normalise(target: str, tables) -> dict[str, list[dict]]:
+    """A target's return value as ``{table_name: rows}`` (a bare list is one table named after the target)."""
+    if tables is None:
+        return {}
+    if isinstance(tables, list):
+        return {target: tables}
+    if isinstance(tables, dict):
+        return {str(k): list(v) for k, v in tables.items()}
+    raise TypeError(f"benchmark {target!r}: expected rows (list of dicts) or {{name: rows}}, got {type(tables).__name__}")
+
+
+def _default_targets() -> list[str]:
+    # The CLI owns the list of targets; read it lazily (the CLI imports this module, not the reverse, at import time).
+    from invdiff.cli.bench import TARGETS
+
+    return [t for t in TARGETS if t != "all"]
+
+
+def run_targets(targets: list[str], out_dir: str | os.PathLike, quick: bool, device: str, runner=None) -> list[dict]:
+    """Run each target; return one result per target: ``target``, ``status`` (ok / failed / skipped),
+    ``seconds``, ``tables`` (``{name: rows}``) and, when it failed, ``error`` and ``traceback``.
+
+    ``runner(target, out_dir, quick, device)`` defaults to importing ``invdiff.benchmarks.<target>``
+    (hyphens become underscores, as in ``invdiff bench``) and calling its ``run``.
+    """
+    import importlib
+
+    from invdiff.benchmarks.table import write_table
+
+    def default_runner(target, out, quick, device):
+        module = importlib.import_module(f"invdiff.benchmarks.{target.replace('-', '_')}")
+        return module.run(out_dir=str(out), quick=quick, device=device)
+
+    runner = runner or default_runner
+    results = []
+    for target in targets:
+        out = Path(out_dir) / target
+        print(f"[bench all] {target} ...", flush=True)
+        t0 = time.perf_counter()
+        res = dict(target=target, tables={})
+        try:
+            res["tables"] = normalise(target, runner(target, out, quick, device))
+            for name, rows in res["tables"].items():
+                write_table(rows, out, name)
+            res["status"] = "ok" if res["tables"] else "skipped (no table)"
+        except Exception as err:  # a failing target is reported, the others still run
+            res["status"] = "failed"
+            res["error"] = f"{type(err).__name__}: {err}"
+            res["traceback"] = "".join(traceback.format_exception(err)[-6:])
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"[bench all] {target}: {res['status']} in {res['seconds']} s", flush=True)
+        results.append(res)
+    return results
+
+
+def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None) -> dict[str, list[dict]]:
+    """Run the targets (default: every target of ``invdiff bench`` but ``all``) and write ``OUT/report.md``."""
+    from invdiff.benchmarks.report import write_report
+
+    if targets is None:
+        env = os.environ.get("INVDIFF_BENCH_ALL_TARGETS", "")
+        known = _default_targets()
+        targets = [t.strip() for t in env.split(",") if t.strip()] or known
+        unknown = sorted(set(targets) - set(known))
+        if unknown:
+            raise ValueError(f"INVDIFF_BENCH_ALL_TARGETS: unknown target(s) {unknown}; expected names from {known}")
+    started = time.perf_counter()
+    results = run_targets(targets, out_dir, quick, device)
+    path = write_report(results, out_dir, quick=quick, device=device, total_seconds=time.perf_counter() - started)
+    print(f"[bench all] report: {path}", flush=True)
+    summary = [dict(target=r["target"], status=r["status"], seconds=r["seconds"], tables=", ".join(r["tables"]),
+                    error=r.get("error", "")[:160]) for r in results]
+    return {"bench_all": summary}

@@ -1,0 +1,81 @@
+"""`invdiff bench all`: every target run, failures reported, one report (from fake rows: the
+real targets are benchmarks, not tests)."""
+from __future__ import annotations
+
+import pytest
+
+from invdiff.benchmarks.all import normalise, run, run_targets
+from invdiff.benchmarks.report import figures, headline, write_report
+
+SAMPLERS = [dict(task=t, method=m, nfe_total=n, psnr=p, seconds=s)
+            for t, rows in {"ct": [("DPS", 10, 20.0, 1.0), ("DPS", 100, 25.0, 9.0), ("RED-Diff", 100, 24.0, 4.0),
+                                   ("deepinv DPS", 10, 19.0, 2.0), ("deepinv DPS", 100, 23.0, 20.0),
+                                   ("deepinv DiffPIR", 10, 24.5, 1.5)]}.items()
+            for m, n, p, s in rows]
+
+
+def fake_runner(target, out, quick, device):
+    assert quick
+    if target == "broken":
+        raise RuntimeError("target exploded")
+    if target == "operators":
+        return [{"operator": "mri-4x", "x_shape": "2x64x64", "A ms": 0.2, "ratio A": 1.1, "ratio A^T": 1.0, "ratio A^TA": 1.3}]
+    if target == "channel":
+        return [dict(snr_db=10, estimator="LS", nmse_db=-5.0, nfe=0), dict(snr_db=10, estimator="PnP-ODE", nmse_db=-12.0, nfe=20)]
+    return {"samplers": SAMPLERS, "calibration": [dict(task="ct", sampler="smc", coverage_90=0.86)]}
+
+
+def test_normalise():
+    assert normalise("x", [{"a": 1}]) == {"x": [{"a": 1}]}
+    assert normalise("x", {}) == {}
+    with pytest.raises(TypeError, match="expected rows"):
+        normalise("x", 3)
+
+
+def test_headline_best_method_and_deepinv_at_the_same_nfe():
+    h = headline({"priors": {"samplers": SAMPLERS}})
+    assert len(h) == 1
+    row = h[0]
+    assert (row["task"], row["best invdiff"], row["value"], row["NFE"], row["time"]) == ("ct", "DPS", 25.0, 100, 9.0)
+    # deepinv's best at the same NFE (100): its DPS, not DiffPIR at NFE 10
+    assert (row["deepinv nearest"], row["deepinv value"], row["deepinv NFE"]) == ("deepinv DPS", 23.0, 100)
+
+
+def test_headline_lower_is_better_and_rows_without_deepinv():
+    h = headline({"channel": {"channel": fake_runner("channel", None, True, "cpu")}})
+    assert h[0]["best invdiff"] == "PnP-ODE" and h[0]["value"] == -12.0
+    assert h[0]["task"] == "channel estimation, SNR 10 dB"
+    assert "no deepinv" in h[0]["deepinv nearest"]
+
+
+def test_run_targets_reports_a_failure_and_keeps_going(tmp_path):
+    res = run_targets(["priors", "broken", "operators", "channel"], tmp_path, True, "cpu", runner=fake_runner)
+    assert [r["status"] for r in res] == ["ok", "failed", "ok", "ok"]
+    assert "target exploded" in res[1]["error"] and "RuntimeError" in res[1]["traceback"]
+    assert (tmp_path / "priors" / "samplers.csv").exists() and (tmp_path / "operators" / "operators.md").exists()
+    path = write_report(res, tmp_path, quick=True, total_seconds=1.0)
+    text = path.read_text()
+    for needle in ("# invdiff benchmark report", "quick run", "git commit", "CPU", "torch threads", "deepinv",
+                   "## Headline", "| ct | priors/samplers |", "**Failed**: `RuntimeError: target exploded`",
+                   "figures/priors-samplers-nfe.png", "figures/operators-operators-floor.png",
+                   "figures/priors-calibration-coverage.png"):
+        assert needle in text, needle
+    for png in ("priors-samplers-nfe.png", "priors-samplers-time.png", "operators-operators-floor.png"):
+        assert (tmp_path / "figures" / png).stat().st_size > 1000
+
+
+def test_figures_skip_tables_without_the_columns(tmp_path):
+    assert figures("t", "n", [{"a": 1, "b": "x"}], tmp_path) == []
+    assert figures("t", "n", [dict(task="ct", method="DPS", nfe=10, psnr=20.0)], tmp_path) == []  # one point: no curve
+
+
+def test_unknown_target_in_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("INVDIFF_BENCH_ALL_TARGETS", "solvers,nonsense")
+    with pytest.raises(ValueError, match="nonsense"):
+        run(str(tmp_path), True, "cpu")
+
+
+def test_cli_knows_all():
+    from invdiff.cli.bench import TARGETS
+
+    assert "all" in TARGETS
