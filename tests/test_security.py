@@ -213,3 +213,16 @@ def test_train_removes_stale_temporaries(tmp_path):
     train(tiny_config(steps=2), run, progress=False)
     assert not stale.exists()
     assert sorted(p.name for p in run.iterdir()) == ["card.json", "model.safetensors", "state.safetensors"]
+
+
+def test_resume_refuses_a_state_that_does_not_fit(tmp_path):
+    train(tiny_config(), tmp_path / "run", progress=False, stop_after=2)
+    state = load_state(tmp_path / "run" / "state.safetensors")
+    state["model"] = [1, 2]  # well-formed file, wrong content
+    save_state(tmp_path / "run" / "state.safetensors", state)
+    with pytest.raises(ValueError, match="does not fit"):
+        train(tiny_config(), tmp_path / "run", resume=True, progress=False)
+    state.pop("torch_rng")
+    save_state(tmp_path / "run" / "state.safetensors", state)
+    with pytest.raises(ValueError, match="does not fit"):
+        train(tiny_config(), tmp_path / "run", resume=True, progress=False)

@@ -281,14 +281,18 @@ def train(
     sample_data = make_data(cfg.data)
     step, losses = 0, []
     if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        step, losses = int(state["step"]), state["losses"].tolist()
+        try:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            gen.set_state(state["data_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            step, losses = int(state["step"]), state["losses"].tolist()
+        except (KeyError, TypeError, AttributeError, RuntimeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{out / STATE_NAME}: the checkpoint does not fit this model/optimiser "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     ddp = model
     if distributed:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
