@@ -39,10 +39,11 @@ from __future__ import annotations
 import math
 
 import torch
-from deepinv.physics import LinearPhysics, ZeroNoise
+from deepinv.physics import LinearPhysics
 from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin
+from invdiff.operators.common import resolve_common
 from invdiff.operators.noise import ComplexGaussianNoise
 from invdiff.operators.registry import register
 from invdiff.utils.checks import check_floating
@@ -112,22 +113,22 @@ class HybridBeamforming(OperatorMixin, LinearPhysics):
         generator: torch.Generator | None = None,
         device=None,
         dtype: torch.dtype | None = None,
+        gain: float | None = None,
     ):
         for name, v in (("nr", nr), ("nt", nt), ("frames", frames), ("rf_chains", rf_chains), ("tx_rf_chains", tx_rf_chains)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if rf_chains > nr:
             raise ValueError(f"rf_chains: expected <= nr = {nr} (independent combiners), got {rf_chains}")
-        given = [k for k, v in (("sigma", sigma), ("snr_db", snr_db), ("noise_model", noise_model)) if v is not None]
-        if len(given) > 1:
-            raise ValueError(f"give one of sigma, snr_db, noise_model; got {given}")
         if snr_db is not None:
+            given = [k for k, v in (("sigma", sigma), ("noise_model", noise_model)) if v is not None]
+            if given:
+                raise ValueError(f"give only one of snr_db and {' and '.join(given)} (they all set the noise)")
             sigma = sigma_from_snr(float(snr_db))
-        if noise_model is None:
-            if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):
-                raise ValueError(f"sigma: expected a finite number >= 0, got {sigma}")
-            noise_model = ComplexGaussianNoise(sigma, rng=generator) if sigma is not None else ZeroNoise()
-        super().__init__(noise_model=noise_model, device=device or "cpu")
+        # the common arguments, one rule (invdiff.operators.common); sigma is the complex std
+        common = resolve_common(sigma, gain, noise_model, generator, device, dtype, complex_noise=True)
+        device = common.device
+        super().__init__(noise_model=common.noise_model, device=device)
         g = torch.Generator().manual_seed(seed)
         W = constant_modulus((frames, nr, rf_chains), nr, bits, g)
         F = constant_modulus((frames, nt, tx_rf_chains), nt, bits, g)
@@ -138,12 +139,13 @@ class HybridBeamforming(OperatorMixin, LinearPhysics):
         if whiten:
             L = torch.linalg.cholesky(W.conj().transpose(1, 2) @ W)  # (Q, R, R)
             phi = torch.linalg.solve_triangular(L, phi, upper=False)
-        self.register_buffer("Phi", phi.reshape(frames * rf_chains, nr * nt).to(device or "cpu"))
+        self.register_buffer("Phi", phi.reshape(frames * rf_chains, nr * nt).to(device))
         self.nr, self.nt, self.frames, self.rf_chains = nr, nt, frames, rf_chains
         self.x_shape = (2, nr, nt)
         self.y_shape = (2, frames, rf_chains)
         self._cache: dict = {}
         self.float_dtype = dtype or torch.float32
+        common.finish(self)
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -244,7 +246,7 @@ def make_channel_hybrid_bf(
     nr: int = 16, nt: int = 16, frames: int = 64, rf_chains: int = 4, tx_rf_chains: int = 4,
     bits: int | None = None, seed: int = 0, snr_db: float | None = None, sigma: float | None = None,
     noise_model: NoiseModel | None = None, generator: torch.Generator | None = None, device=None,
-    dtype: torch.dtype | None = None, whiten: bool = True,
+    dtype: torch.dtype | None = None, whiten: bool = True, gain: float | None = None,
 ) -> HybridBeamforming:
     """A :class:`HybridBeamforming` operator (defaults: 16 x 16 antennas, 64 frames x 4 RF chains,
     ``M = Nr Nt = 256`` complex measurements).
@@ -254,4 +256,4 @@ def make_channel_hybrid_bf(
     ((2, 16, 16), (2, 64, 4))
     """
     return HybridBeamforming(nr, nt, frames, rf_chains, tx_rf_chains, bits, whiten, seed, sigma, snr_db,
-                             noise_model, generator, device, dtype)
+                             noise_model, generator, device, dtype, gain)
