@@ -44,6 +44,7 @@ from deepinv.physics.noise import NoiseModel
 
 from invdiff.operators.base import OperatorMixin
 from invdiff.operators.common import resolve_common
+from invdiff.operators.complex import to_channels, to_complex
 from invdiff.operators.noise import ComplexGaussianNoise
 from invdiff.operators.registry import register
 from invdiff.utils.checks import check_floating
@@ -180,16 +181,16 @@ class HybridBeamforming(OperatorMixin, LinearPhysics):
         return self._cache[key]
 
     def _to_h(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.complex(x[:, 0], x[:, 1]).reshape(x.shape[0], -1)
+        return to_complex(x).reshape(x.shape[0], -1)
 
     def _from_h(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.view_as_real(h.reshape(h.shape[0], self.nr, self.nt)).movedim(-1, 1).contiguous()
+        return to_channels(h.reshape(h.shape[0], self.nr, self.nt)).contiguous()
 
     def _to_z(self, y: torch.Tensor) -> torch.Tensor:
-        return torch.complex(y[:, 0], y[:, 1]).reshape(y.shape[0], -1)
+        return to_complex(y).reshape(y.shape[0], -1)
 
     def _from_z(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.view_as_real(z.reshape(z.shape[0], self.frames, self.rf_chains)).movedim(-1, 1).contiguous()
+        return to_channels(z.reshape(z.shape[0], self.frames, self.rf_chains)).contiguous()
 
     # ---------------------------------------------------------------- operator
     def A(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
