@@ -156,7 +156,8 @@ def _to_batch(a: np.ndarray, expected_shape: Sequence[int] | None) -> torch.Tens
         a = _complex_to_channels(a, expected_shape)
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
         raise TypeError(f"expected a numeric array, got dtype {a.dtype}")
-    t = torch.as_tensor(np.asarray(a, dtype=np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: refused just below
+        t = torch.as_tensor(np.asarray(a, dtype=np.float32))
     if expected_shape is not None:
         exp = tuple(expected_shape)
         if tuple(t.shape) == exp:
