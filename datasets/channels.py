@@ -37,6 +37,7 @@ import math
 
 import torch
 
+from invdiff.operators.complex import to_channels, to_complex  # noqa: F401  (to_complex: re-exported)
 from invdiff.utils.random import rand
 
 __all__ = ["HPSMConfig", "PRESETS", "hpsm_channels", "make_generator", "steering_vector", "to_complex", "to_real"]
@@ -136,15 +137,9 @@ def steering_vector(mu: torch.Tensor, offsets: torch.Tensor, wavelength: float) 
 
 
 def to_real(H: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Complex ``(B, Nr, Nt)`` -> real ``(B, 2, Nr, Nt)`` (real, imag)."""
-    return torch.stack([H.real, H.imag], dim=1).to(dtype)
-
-
-def to_complex(x: torch.Tensor) -> torch.Tensor:
-    """Real ``(B, 2, ...)`` (real, imag) -> complex ``(B, ...)``."""
-    if x.ndim < 2 or x.shape[1] != 2:
-        raise ValueError(f"x: expected (B, 2, ...) with (real, imag) channels, got shape {tuple(x.shape)}")
-    return torch.complex(x[:, 0], x[:, 1])
+    """Complex ``(B, Nr, Nt)`` -> real ``(B, 2, Nr, Nt)`` (real, imag), in ``dtype``
+    (:func:`invdiff.operators.complex.to_channels`; ``to_complex`` is the inverse)."""
+    return to_channels(H).to(dtype).contiguous()
 
 
 def _geometry(n: int, cfg: HPSMConfig, generator) -> dict:
