@@ -25,6 +25,7 @@ from torch import Tensor
 from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, resolve_sigmas
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import randn
+from invdiff.utils.validate import check_divergence, data_range, divergence_bound
 
 __all__ = ["DiffusionLoop", "SCHEDULES"]
 
@@ -120,6 +121,8 @@ class DiffusionLoop(Sampler):
                 return D(x, sigma)
 
         state = self.start(problem, sigmas, generator)
+        # divergence by the iterate's scale against the prior's data range (when its card says it)
+        bound = (lambda sigma: divergence_bound(self.prior, sigma)) if data_range(self.prior) is not None else None
         n_steps = len(sigmas) - 1
         x = float(sigmas[0]) * randn((problem.n, *problem.x_shape), generator, problem.device, problem.dtype)
         record(0, x)
@@ -130,5 +133,7 @@ class DiffusionLoop(Sampler):
                 x = x + (x0_corr - x0_hat)  # keep the network's noise estimate (module docstring)
             x_prime = solver.step(i, x, x0_corr, denoise=denoise, generator=generator)
             x = self.check(x_prime if pull is None else x_prime - pull, i, fallback=x_prime, trace=state["trace"])
+            if bound is not None and (i % 10 == 0 or i == n_steps - 1):  # one reduction every 10 steps
+                check_divergence(x, None, i, bound(float(sigmas[i + 1])), name=self.label)
             record(i + 1, x, last=i == n_steps - 1)
         return self.finish(problem, x, state)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from invdiff.samplers.likelihood import Likelihood, make_likelihood
 from invdiff.utils.checks import check_finite, check_floating
+from invdiff.utils.validate import check_measurement, prior_x_shape
 
 __all__ = ["Problem", "make_problem"]
 
@@ -111,22 +112,6 @@ def _signal_shape(y: Tensor, physics, x_shape) -> tuple[int, ...]:
     )
 
 
-def _check_measurement_shape(y: Tensor, physics, shape: tuple[int, ...]) -> None:
-    """``y`` must have the shape ``A`` gives a signal of ``shape`` (no silent broadcasting)."""
-    y_shape = getattr(physics, "y_shape", None)
-    if y_shape is None:
-        try:
-            with torch.no_grad():
-                y_shape = tuple(physics.A(torch.zeros(1, *shape, dtype=y.dtype, device=y.device)).shape[1:])
-        except (RuntimeError, ValueError):  # an operator with per-measurement parameters: checked below
-            return
-    if tuple(y.shape[1:]) != tuple(y_shape):
-        raise ValueError(
-            f"y: expected a measurement of shape (B, {', '.join(map(str, y_shape))}) for this operator "
-            f"(signals of shape {shape}), got {tuple(y.shape)}"
-        )
-
-
 def _repeat_cond(cond: dict | None, batch: int, n_samples: int) -> dict:
     if cond is None:
         return {}
@@ -177,13 +162,13 @@ def make_problem(
     batch = y.shape[0]
     lik = make_likelihood(physics, likelihood, sigma_y)
     shape = _signal_shape(y, physics, x_shape)
-    prior_shape = getattr(prior, "x_shape", None)
+    prior_shape = prior_x_shape(prior)
     if prior_shape is not None and tuple(prior_shape) != shape:
         raise ValueError(
             f"prior/operator shape mismatch: the prior models signals of shape {tuple(prior_shape)}, "
             f"the operator's signals have shape {shape}"
         )
-    _check_measurement_shape(y, physics, shape)
+    check_measurement(y, physics, shape)
     y_rep = y.repeat(n_samples, *([1] * (y.ndim - 1)))
     lik = lik.bind(y, batch, n_samples)
     if n_samples > 1 and batch > 1:  # per-measurement operator parameters cannot follow the repeat
