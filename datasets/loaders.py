@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from invdiff.operators.complex import to_channels_np
 from invdiff.utils.checks import check_finite
 
 __all__ = ["load_array", "save_hdf5", "load_hdf5", "hdf5_keys", "read_npy", "read_npz", "read_png", "UnreadableFileError",
@@ -140,11 +141,11 @@ def _complex_to_channels(a: np.ndarray, expected_shape: Sequence[int] | None) ->
     """Complex data -> (real, imag) channels: ``(..., 1, H, W)`` -> ``(..., 2, H, W)``, ``(H, W)`` -> ``(2, H, W)``."""
     want_c = None if expected_shape is None or len(expected_shape) < 2 else int(expected_shape[0])
     if a.ndim >= 3 and a.shape[-3] == 1 and want_c == 2:  # one complex channel
-        return np.concatenate([a.real, a.imag], axis=-3)
+        return to_channels_np(a[..., 0, :, :], axis=-3)
     if want_c is not None and want_c != 2:
         raise TypeError(f"complex data of shape {a.shape}: the operator expects {want_c} real channel(s) {tuple(expected_shape)}, "
                         "not (real, imag); refusing to drop the imaginary part")
-    return np.stack([a.real, a.imag], axis=-3 if a.ndim >= 2 else 0)
+    return to_channels_np(a, axis=-3 if a.ndim >= 2 else 0)
 
 
 def _to_batch(a: np.ndarray, expected_shape: Sequence[int] | None) -> torch.Tensor:
