@@ -190,3 +190,15 @@ def test_complex_noise_option_is_circular_with_complex_std_sigma():
     assert abs(std - 0.2 / 2**0.5) < 5 * (0.2 / 2**0.5) / (2 * z.numel()) ** 0.5
     with pytest.raises(ValueError, match="gain"):
         resolve_common(gain=0.1, complex_noise=True)
+
+
+def test_complex_channel_conversions_live_in_one_module():
+    # operators/ and datasets/ convert (real, imag) channels only through invdiff.operators.complex
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"view_as_real\(|view_as_complex\(|torch\.complex\(|stack\(\[\s*\w+\.real,\s*\w+\.imag\]")
+    offenders = [f"{p.relative_to(root)}:{i}" for folder in ("operators", "datasets") for p in sorted((root / folder).rglob("*.py"))
+                 if p.name != "complex.py" for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, f"use invdiff.operators.complex instead: {offenders}"
