@@ -220,3 +220,32 @@ def test_simulate_channels_chunk_independent_seeded_and_resumable(tmp_path):
     shutil.copy(tmp_path / "c0.nc", partial / "chunk_00000000_00000002.nc")
     with pytest.raises(ValueError, match="interrupted run"):
         simulate_channels(5, seed=3, out=tmp_path / "c.nc", chunk=2, progress=False)
+
+
+# TR 38.901 Table 7.7.1-1 (CDL-A): normalized delays and powers (dB) of the 23 clusters
+_CDL_A = (
+    [0.0, 0.3819, 0.4025, 0.5868, 0.4610, 0.5375, 0.6708, 0.5750, 0.7618, 1.5375, 1.8978, 2.2242, 2.1718, 2.4942,
+     2.5119, 3.0582, 4.0810, 4.4579, 4.5695, 4.7966, 5.0066, 5.3043, 9.6586],
+    [-13.4, 0.0, -2.2, -4.0, -6.0, -8.2, -9.9, -10.5, -7.5, -15.9, -6.6, -16.7, -12.4, -15.2, -10.8, -11.3, -12.7,
+     -16.2, -18.3, -18.9, -16.6, -19.9, -29.7],
+)
+
+
+def test_cdl_power_delay_profile_matches_the_standard():
+    """Sionna's CDL-A (1 x 1 omni): path delays = the table's normalized delays x DS, and the mean path
+    powers over 300 draws = the table's normalized powers within 4 standard errors."""
+    pytest.importorskip("sionna.phy.channel.tr38901")
+    from invdiff.datasets.cdl import cdl_channels, cdl_paths
+
+    ds = 100e-9
+    a, tau = cdl_paths(300, "A", nr=1, nt=1, delay_spread=ds, seed=0)
+    delays, powers = (torch.tensor(v, dtype=torch.float64) for v in _CDL_A)
+    order = torch.argsort(delays)
+    assert torch.allclose(tau[0] / ds, delays[order], atol=1e-6)
+    p = a[:, 0, 0, :].abs().pow(2)
+    p = p / p.mean(0).sum()
+    ref = 10 ** (powers[order] / 10)
+    ref = ref / ref.sum()
+    assert bool(((p.mean(0) - ref).abs() <= 4 * p.std(0) / math.sqrt(300) + 1e-4).all())
+    H = cdl_channels(2, "C", nr=4, nt=4, seed=1)
+    assert H.shape == (2, 2, 4, 4) and torch.allclose((H.double() ** 2).sum((1, 2, 3)), torch.full((2,), 16.0, dtype=torch.float64))
