@@ -1,4 +1,4 @@
-"""Spatially invariant blur with circular, reflect or valid boundaries, computed by FFT.
+r"""Spatially invariant blur with circular, reflect or valid boundaries, computed by FFT.
 
 Kernels come from deepinv (``gaussian_blur``, ``MotionBlurGenerator``: random Matérn-GP camera
 trajectories, Schuler et al. 2015) or are a uniform box; the operator subclasses deepinv's

@@ -199,7 +199,7 @@ class Solver:
     def transition(self, i: int, x: torch.Tensor, x0_hat: torch.Tensor,
                    denoise: Denoise | None = None) -> tuple[torch.Tensor, float]:
         """The step as a Gaussian kernel: ``(mean, std)`` with
-        :math:`x_{i+1} \sim \mathcal N(\mathrm{mean}, \mathrm{std}^2 I)` given ``x0_hat``.
+        :math:`x_{i+1} \\sim \\mathcal N(\\mathrm{mean}, \\mathrm{std}^2 I)` given ``x0_hat``.
 
         Deterministic methods return ``(step(...), 0.0)``; stochastic ones (``ddpm``, ``ddim``
         with ``eta > 0``) their exact kernel, so that SMC samplers reuse the solvers' transitions
