@@ -7,11 +7,11 @@ trajectories, Schuler et al. 2015) or are a uniform box; the operator subclasses
 - every boundary through one real FFT of the (padded) image, so the cost is that of the FFT:
 
   .. math::
-      A = C\\, \\mathcal F^{-1} \\operatorname{diag}(\\hat k)\\, \\mathcal F\\, P, \\qquad
-      A^\\top = P^\\top \\mathcal F^{-1} \\operatorname{diag}(\\bar{\\hat k})\\, \\mathcal F\\, C^\\top
+      A = C\, \mathcal F^{-1} \operatorname{diag}(\hat k)\, \mathcal F\, P, \qquad
+      A^\top = P^\top \mathcal F^{-1} \operatorname{diag}(\bar{\hat k})\, \mathcal F\, C^\top
 
   with :math:`P` the reflect padding (identity otherwise) and :math:`C` the crop to the output
-  (the valid part for ``"valid"``); :math:`P^\\top` is PyTorch's exact reflection-pad backward;
+  (the valid part for ``"valid"``); :math:`P^\top` is PyTorch's exact reflection-pad backward;
 - a Wiener (Tikhonov) deconvolution baseline: closed form in Fourier for circular boundaries,
   CG on the normal equations otherwise;
 - for circular boundaries, deepinv's decomposable interface as its ``BlurFFT`` has it
