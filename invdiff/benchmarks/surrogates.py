@@ -16,8 +16,11 @@ Two tables:
   trajectories), and the MSE near shocks: on the points where :math:`|\partial_x u|` of the true
   solution is in its top 5% (per trajectory). Diffusion models: one sample (DPM-Solver++(2M),
   ``steps`` Karras levels) and the mean of ``n_ens`` samples.
-* ``surrogates_speed``: trajectories per second on ``device`` (batch = test set) for each model
-  and for the solver at equal output resolution (float32 and float64), and the ratio to the solver.
+* ``surrogates_speed``: trajectories per second on ``device`` for each model (the timed call is
+  the accuracy run itself: ``n_ens`` samples of each test trajectory in one batch) and for the
+  solver on the test batch at equal output resolution (float32 and float64), and the ratio to
+  the float32 solver. One timed call each, in process CPU seconds on a CPU (one thread, so
+  contention from other processes does not count; wall time on a GPU).
 
 A figure ``surrogates.png`` shows a test trajectory: truth and each model.
 """
@@ -35,6 +38,15 @@ from invdiff.surrogates.data import burgers_solver, burgers_trajectories, crop
 from invdiff.surrogates.fno import persistence
 
 NT, NX = 32, 64
+
+
+def _clock() -> float:
+    """Process CPU time: with one thread it is the uncontended run time, robust to a busy shared machine
+    (on a GPU device, wall time after synchronising)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
 
 
 def _runs_dir() -> Path:
@@ -70,16 +82,17 @@ def _errors(pred: torch.Tensor, true: torch.Tensor) -> dict:
 
 
 def _predict(name, model, u0, f, steps, n_ens, generator):
-    if model is None:
-        return None, None
+    """(one sample or the deterministic output, ensemble mean or None, seconds of the call, trajectories made)."""
+    t0 = _clock()
     with torch.no_grad():
         if name.startswith("FNO"):
-            return model(u0, f), None
-        one = model.predict(u0, f, steps=steps, generator=generator)
-        if n_ens <= 1:
-            return one, None
+            out = model(u0, f)
+            return out, None, _clock() - t0, out.shape[0]
         ens = model.predict(u0, f, steps=steps, n_samples=n_ens, generator=generator)
-        return one, ens.mean(0)
+    secs = _clock() - t0
+    if n_ens == 1:
+        return ens, None, secs, ens.shape[0]
+    return ens[0], ens.mean(0), secs, ens.shape[0] * ens.shape[1]
 
 
 def _figure(out_dir: Path, true, preds: dict) -> None:
@@ -102,62 +115,44 @@ def _figure(out_dir: Path, true, preds: dict) -> None:
     plt.close(fig)
 
 
-def _timeit(fn, repeats: int) -> float:
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu", steps: int = 30) -> dict:
     threads = int(os.environ.get("INVDIFF_BENCH_THREADS", "1"))
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    n_test, n_ens = (8, 2) if quick else (64, 4)
+    n_test, n_ens = (8, 2) if quick else (32, 4)
     data = burgers_trajectories(n_test, seed=1, nx=NX, nt=NT)
     u, u0, f = data["u"].to(dev), data["u0"].to(dev), data["f"].to(dev)
     models = load_models(dev)
     gen = torch.Generator(device=dev).manual_seed(0)
-    acc, preds = [], {}
+    acc, preds, speed = [], {}, []
     acc.append(dict(model="persistence", sample="-", steps="-", **_errors(persistence(u0, NT), u)))
     preds["persistence"] = persistence(u0, NT)[0]
     for name, model in models.items():
-        one, ens = _predict(name, model, u0, f, steps, n_ens, gen)
-        if one is None:
+        if model is None:
             acc.append(dict(model=name, sample="not trained (see configs/)"))
             continue
+        one, ens, secs, made = _predict(name, model, u0, f, steps, n_ens, gen)
         preds[name] = one[0]
         nfe = "-" if name.startswith("FNO") else steps
-        acc.append(dict(model=name, sample="1 sample" if nfe != "-" else "deterministic", steps=nfe, **_errors(one, u)))
+        card = getattr(model, "card", {})
+        trained = dict(train_steps=card.get("steps", "?"), train_cpu_s=card.get("cpu_seconds", "?"), parameters=card.get("parameters", "?"))
+        acc.append(dict(model=name, sample="1 sample" if nfe != "-" else "deterministic", steps=nfe, **_errors(one, u), **trained))
         if ens is not None:
-            acc.append(dict(model=name, sample=f"mean of {n_ens}", steps=nfe, **_errors(ens, u)))
+            acc.append(dict(model=name, sample=f"mean of {n_ens}", steps=nfe, **_errors(ens, u), **trained))
+        speed.append(dict(model=name, steps=nfe, batch=made, cpu_seconds=secs, trajectories_per_s=made / secs))
     _figure(Path(out_dir), u[0], preds)
-
-    speed = []
-    reps = 1 if quick else 3
     for dtype in (torch.float32, torch.float64):
         solver = burgers_solver(NX, NT)
         pf = data["forcing_params"].to(dev, dtype)
         u0s = torch.nn.functional.pad(u0.to(dtype), (0, 1))
+        t0 = _clock()
         with torch.no_grad():
-            t = _timeit(lambda: crop(solver(u0s[:, None], forcing=pf)), reps)
-        speed.append(dict(model=f"solver (RK4 finite differences, {str(dtype)[6:]})", steps=solver.substeps * (NT), seconds=t,
-                          trajectories_per_s=n_test / t))
-    t_solver = speed[0]["seconds"]
-    for name, model in models.items():
-        if model is None:
-            continue
-        if name.startswith("FNO"):
-            fn = lambda m=model: m(u0, f)  # noqa: E731
-        else:
-            fn = lambda m=model: m.predict(u0, f, steps=steps, generator=gen)  # noqa: E731
-        with torch.no_grad():
-            t = _timeit(fn, reps)
-        speed.append(dict(model=name, steps=steps if not name.startswith("FNO") else 1, seconds=t, trajectories_per_s=n_test / t))
+            crop(solver(u0s[:, None], forcing=pf))
+        secs = _clock() - t0
+        speed.insert(dtype == torch.float64, dict(model=f"solver (RK4 finite differences, {str(dtype)[6:]})", steps=solver.substeps * NT,
+                                                  batch=n_test, cpu_seconds=secs, trajectories_per_s=n_test / secs))
+    rate = speed[0]["trajectories_per_s"]
     for r in speed:
-        r["speedup_vs_solver_fp32"] = t_solver / r["seconds"]
+        r["speedup_vs_solver_fp32"] = r["trajectories_per_s"] / rate
         r["device"] = f"{device} ({threads} thread{'s' if threads > 1 else ''})" if dev.type == "cpu" else device
     return {"surrogates_accuracy": acc, "surrogates_speed": speed}
