@@ -49,8 +49,13 @@ def test_headline_lower_is_better_and_rows_without_deepinv():
 
 
 def test_run_targets_reports_a_failure_and_keeps_going(tmp_path):
-    res = run_targets(["priors", "broken", "operators", "channel"], tmp_path, True, "cpu", runner=fake_runner)
+    seen = []
+    res = run_targets(["priors", "broken", "operators", "channel"], tmp_path, True, "cpu", runner=fake_runner,
+                      on_result=lambda rs: seen.append(len(rs)))
     assert [r["status"] for r in res] == ["ok", "failed", "ok", "ok"]
+    assert seen == [1, 2, 3, 4]  # the report can be rewritten after every target
+    partial = write_report(res[:2], tmp_path / "partial", quick=True, planned=4).read_text()
+    assert "incomplete: 2 of 4 targets" in partial
     assert "target exploded" in res[1]["error"] and "RuntimeError" in res[1]["traceback"]
     assert (tmp_path / "priors" / "samplers.csv").exists() and (tmp_path / "operators" / "operators.md").exists()
     path = write_report(res, tmp_path, quick=True, total_seconds=1.0)

@@ -13,7 +13,8 @@ end of its traceback) and the others still run. Every table is written as Markdo
   against NFE and against time, operator time against its floor, coverage against its nominal
   level): :mod:`invdiff.benchmarks.report`.
 
-``INVDIFF_BENCH_ALL_TARGETS=a,b`` runs a subset (for instance to skip a target you already ran).
+The report is rewritten after each target, so an interrupted run leaves the report of the targets
+that finished. ``INVDIFF_BENCH_ALL_TARGETS=a,b`` runs a subset (for instance to skip a target you already ran).
 The function returns the summary table (one row per target), which the CLI also writes as
 ``OUT/bench_all.md``.
 
@@ -49,12 +50,14 @@ def _default_targets() -> list[str]:
     return [t for t in TARGETS if t != "all"]
 
 
-def run_targets(targets: list[str], out_dir: str | os.PathLike, quick: bool, device: str, runner=None) -> list[dict]:
+def run_targets(targets: list[str], out_dir: str | os.PathLike, quick: bool, device: str, runner=None,
+                on_result=None) -> list[dict]:
     """Run each target; return one result per target: ``target``, ``status`` (ok / failed / skipped),
     ``seconds``, ``tables`` (``{name: rows}``) and, when it failed, ``error`` and ``traceback``.
 
     ``runner(target, out_dir, quick, device)`` defaults to importing ``invdiff.benchmarks.<target>``
-    (hyphens become underscores, as in ``invdiff bench``) and calling its ``run``.
+    (hyphens become underscores, as in ``invdiff bench``) and calling its ``run``;
+    ``on_result(results_so_far)`` is called after each target.
     """
     import importlib
 
@@ -83,6 +86,8 @@ def run_targets(targets: list[str], out_dir: str | os.PathLike, quick: bool, dev
         res["seconds"] = round(time.perf_counter() - t0, 1)
         print(f"[bench all] {target}: {res['status']} in {res['seconds']} s", flush=True)
         results.append(res)
+        if on_result is not None:
+            on_result(results)
     return results
 
 
@@ -98,8 +103,13 @@ def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None
         if unknown:
             raise ValueError(f"INVDIFF_BENCH_ALL_TARGETS: unknown target(s) {unknown}; expected names from {known}")
     started = time.perf_counter()
-    results = run_targets(targets, out_dir, quick, device)
-    path = write_report(results, out_dir, quick=quick, device=device, total_seconds=time.perf_counter() - started)
+
+    def report(results):  # after every target, so that an interrupted run still leaves the report of what finished
+        return write_report(results, out_dir, quick=quick, device=device, total_seconds=time.perf_counter() - started,
+                            planned=len(targets))
+
+    results = run_targets(targets, out_dir, quick, device, on_result=report)
+    path = report(results)
     print(f"[bench all] report: {path}", flush=True)
     summary = [dict(target=r["target"], status=r["status"], seconds=r["seconds"], tables=", ".join(r["tables"]),
                     error=r.get("error", "")[:160]) for r in results]

@@ -244,14 +244,16 @@ def figures(target: str, name: str, rows: list[dict], fig_dir: Path) -> list[tup
     return made
 
 
-def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: bool, total_seconds: float) -> str:
+def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: bool, total_seconds: float,
+           planned: int | None = None) -> str:
     """The report's Markdown text (figures written under ``fig_dir``, linked relative to ``rel_to``)."""
     from invdiff.benchmarks.table import markdown
 
     mode = "quick run (`--quick`: small sizes, few steps; numbers are smoke-test quality, not the full measurement)" if quick \
         else "full run"
     lines = ["# invdiff benchmark report", "",
-             f"`invdiff bench all{' --quick' if quick else ''}`: {mode}; {len(results)} targets in {total_seconds / 60:.1f} minutes.", "",
+             f"`invdiff bench all{' --quick' if quick else ''}`: {mode}; {len(results)} targets in {total_seconds / 60:.1f} minutes"
+             + (f" (**incomplete: {len(results)} of {planned} targets so far**)." if planned and len(results) < planned else "."), "",
              "## Machine and versions", "", markdown([{"field": k, "value": v} for k, v in info.items()]), ""]
     tables = {r["target"]: r["tables"] for r in results}
     head = headline(tables)
@@ -274,7 +276,8 @@ def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: 
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: list[dict], out_dir, quick: bool, device: str = "cpu", total_seconds: float = 0.0) -> Path:
+def write_report(results: list[dict], out_dir, quick: bool, device: str = "cpu", total_seconds: float = 0.0,
+                 planned: int | None = None) -> Path:
     """Write ``out_dir/report.md`` (figures in ``out_dir/figures/``); return its path."""
     import matplotlib
 
@@ -283,7 +286,7 @@ def write_report(results: list[dict], out_dir, quick: bool, device: str = "cpu",
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = render(results, machine(device), out / "figures", out, quick, total_seconds)
+    text = render(results, machine(device), out / "figures", out, quick, total_seconds, planned)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(text)
     return out / "report.md"
