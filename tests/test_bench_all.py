@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from invdiff.benchmarks.all import normalise, run, run_targets
+from invdiff.benchmarks.all import load_results, normalise, run, run_targets
 from invdiff.benchmarks.report import figures, headline, write_report
 
 SAMPLERS = [dict(task=t, method=m, nfe_total=n, psnr=p, seconds=s)
@@ -56,6 +56,9 @@ def test_run_targets_reports_a_failure_and_keeps_going(tmp_path):
     assert seen == [1, 2, 3, 4]  # the report can be rewritten after every target
     partial = write_report(res[:2], tmp_path / "partial", quick=True, planned=4).read_text()
     assert "incomplete: 2 of 4 targets" in partial
+    back = load_results(tmp_path, ["priors", "missing", "channel"])
+    assert [r["target"] for r in back] == ["priors", "channel"]
+    assert back[0]["tables"]["samplers"][1] == SAMPLERS[1]  # numbers parsed back from the CSV
     assert "target exploded" in res[1]["error"] and "RuntimeError" in res[1]["traceback"]
     assert (tmp_path / "priors" / "samplers.csv").exists() and (tmp_path / "operators" / "operators.md").exists()
     path = write_report(res, tmp_path, quick=True, total_seconds=1.0)

@@ -29,7 +29,7 @@ import time
 import traceback
 from pathlib import Path
 
-__all__ = ["run", "run_targets", "normalise"]
+__all__ = ["run", "run_targets", "normalise", "load_results"]
 
 
 def normalise(target: str, tables) -> dict[str, list[dict]]:
@@ -41,6 +41,33 @@ def normalise(target: str, tables) -> dict[str, list[dict]]:
     if isinstance(tables, dict):
         return {str(k): list(v) for k, v in tables.items()}
     raise TypeError(f"benchmark {target!r}: expected rows (list of dicts) or {{name: rows}}, got {type(tables).__name__}")
+
+
+def _value(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def load_results(out_dir: str | os.PathLike, targets: list[str]) -> list[dict]:
+    """The results of targets already run, read back from ``OUT/<target>/*.csv`` (to rebuild a report
+    without rerunning them; numbers are parsed back from the CSV text). Targets without a folder are skipped."""
+    import csv
+
+    results = []
+    for target in targets:
+        folder = Path(out_dir) / target
+        if not folder.is_dir():
+            continue
+        tables = {}
+        for path in sorted(folder.glob("*.csv")):
+            with open(path, newline="") as f:
+                tables[path.stem] = [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        results.append(dict(target=target, tables=tables, status="ok (read back)", seconds=""))
+    return results
 
 
 def _default_targets() -> list[str]:
