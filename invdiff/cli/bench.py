@@ -18,6 +18,7 @@ TARGETS = {
     "pde-inverse": "Burgers trajectory and initial state from sparse sensors: DPS/SMC with the WDNO prior vs solver-in-the-loop",
     "aps": "discrete priors: APS/SVDD/masked SMC vs exact posteriors (TV) and on digits tasks (PSNR vs NFE), continuous DPS beside",
     "gpu": "CUDA: sampler step time vs bare network evaluation on 256^2 CT, SMC particles/s for N = 64..1024 (skips without a GPU)",
+    "mbir3d": "3D CT/MRI volumes with 2D priors: DiffusionMBIR, DDS, slice-independent diffusion, 3D TV (PSNR/SSIM per plane, NFE, memory)",
     "calibration": "simulation-based calibration (rank histograms, 90% coverage) of every continuous sampler at its defaults",
     "uncertainty": "posterior uncertainty targets: min ESS, 90% coverage, error-std correlation on CT/MRI; SMC step cost; mixture; phantom TV",
     "diagnostics": "hallucination maps (x0 variance) on phantoms with a rare feature; out-of-domain scores (camera, Shepp-Logan)",

@@ -97,7 +97,7 @@ class TVADMM:
         return z, torch.zeros_like(z)
 
     def x_update(self, x: Tensor, z: Tensor, u: Tensor, prox=0.0, x_ref: Tensor | None = None) -> Tensor:
-        """The CG x-update of the module docstring (``prox``: the weight :math:`p` of
+        r"""The CG x-update of the module docstring (``prox``: the weight :math:`p` of
         :math:`\tfrac p2\|x - x_{ref}\|^2`, a float or a per-row tensor broadcastable to ``x``)."""
         A, D, rho, w = self.physics, self.D, self.rho, self.weight
         has_prox = isinstance(prox, Tensor) or prox > 0

@@ -84,8 +84,8 @@ class DiffusionMBIR(DiffusionLoop):
     :param tv_axes: ``(2,)`` (z only, the paper's default) or ``(2, 3, 4)`` (all axes).
     :param cg_iters: CG steps per x-update. :param admm_iters: ADMM iterations per noise level.
     :param eta: DDIM noise (0 deterministic, 1 DDPM).
-    :param prox: ``"auto"`` (DDS's proximal weight, module docstring) or a fixed :math:`p \ge 0`
-        (``0``: the paper's plain CG from :math:`\hat x_0`).
+    :param prox: ``"auto"`` (DDS's proximal weight, module docstring) or a fixed :math:`p \\ge 0`
+        (``0``: the paper's plain CG from :math:`\\hat x_0`).
     :param axis, chunk: slice axis and slices per network call of the slice-wise prior.
     :param sigmas: explicit descending noise levels ending at 0.
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
