@@ -41,6 +41,11 @@ def test_headline_best_method_and_deepinv_at_the_same_nfe():
     assert (row["deepinv nearest"], row["deepinv value"], row["deepinv NFE"]) == ("deepinv DPS", 23.0, 100)
 
 
+def test_headline_skips_reference_rows():
+    rows = SAMPLERS + [dict(task="ct", method="exact posterior mean", nfe_total=0, psnr=40.0, seconds=0.0)]
+    assert headline({"p": {"s": rows}})[0]["best invdiff"] == "DPS"
+
+
 def test_headline_lower_is_better_and_rows_without_deepinv():
     h = headline({"channel": {"channel": fake_runner("channel", None, True, "cpu")}})
     assert h[0]["best invdiff"] == "PnP-ODE" and h[0]["value"] == -12.0
