@@ -3,7 +3,7 @@ r"""`invdiff bench channel`: channel estimation NMSE vs SNR on HPSM channels, ev
 Set-up (DiffPace-style, our sizes): HPSM channels of the 60 GHz preset (``datasets/channels_hpsm.md``,
 Nr = Nt = 16 as 4 x 4 subarrays), hybrid-beamforming training ``channel-hybrid-bf`` with Q = 64
 frames x 4 RF chains (M = 256 = Nr Nt complex measurements, continuous phases, whitened noise),
-SNR = 1/sigma_n^2 from -10 to 20 dB, held-out channels drawn from seed 2026 (training used other
+SNR = 1/sigma_n^2 from -10 to 20 dB, 32 held-out channels (8 quick) drawn from seed 2026 (training used other
 seeds). Estimators:
 
 - ``LS``: least squares :math:`\Phi^\dagger y`;
@@ -11,8 +11,9 @@ seeds). Estimators:
   closed-form NMSE in ``nmse_closed_db``;
 - ``OMP-DFT`` / ``OMP-polar``: OMP on the Kronecker angular (2x oversampled) and polar-domain
   (Cui and Dai 2022, 2 distance rings) dictionaries, stopped at the noise energy;
-- ``PnP-ODE``: the DiffPace-style deterministic plug-and-play ODE on the shipped prior
-  ``hpsm-60ghz-16`` (:func:`invdiff.wireless.diffusion.pnp_ode`), at a few step counts;
+- ``PnP-ODE-KxR``: the DiffPace-style deterministic plug-and-play ODE on the shipped prior
+  ``hpsm-60ghz-16`` (:func:`invdiff.wireless.diffusion.pnp_ode`), K steps, the mean of R runs
+  from independent starts (NFE = K R);
 - ``Langevin``: annealed Langevin (Arvinte and Tamir 2022) on the same prior, the many-step baseline.
 
 NMSE per SNR is :math:`10\log_{10}(\sum_b\|\hat H_b - H_b\|_F^2 / \sum_b\|H_b\|_F^2)`; ``sem_db``
@@ -32,9 +33,10 @@ import torch
 PRIOR = "hpsm-60ghz-16"
 SNRS = (-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 #: tuned on validation channels (seed 77) at 10 dB SNR, see docs/benchmarks/channel.md
-PNP = dict(sigma_max=5.0, lam=1.0)
-PNP_STEPS = (10, 20, 50)
-LANGEVIN = dict(levels=700, steps_per_level=3, sigma_max=5.0, sigma_min=0.01, eps=5e-5)
+PNP = dict(sigma_max=3.0, sigma_min=0.3, lam=1.0)
+#: (steps, runs averaged): NFE = steps * runs
+PNP_RUNS = ((10, 1), (20, 1), (10, 4))
+LANGEVIN = dict(levels=200, steps_per_level=3, sigma_max=3.0, sigma_min=0.01, eps=2e-5)
 
 
 def _nmse(Hh: torch.Tensor, H: torch.Tensor) -> tuple[float, float]:
@@ -51,7 +53,7 @@ def setting(quick: bool):
     from invdiff.datasets.channels import HPSMConfig, hpsm_channels
 
     cfg = HPSMConfig.preset("60ghz")
-    n_test = 16 if quick else 64
+    n_test = 8 if quick else 32
     H = hpsm_channels(n_test, cfg, generator=torch.Generator().manual_seed(2026))
     return cfg, dict(nr=16, nt=16, frames=64, rf_chains=4, tx_rf_chains=4, seed=0), H, (4000 if quick else 20000)
 
@@ -98,8 +100,8 @@ def run(out_dir="results/bench", quick: bool = False, device="cpu"):
         "OMP-DFT": kron_dictionary(angular_dictionary(pos_r, cfg.wavelength, 2), angular_dictionary(pos_t, cfg.wavelength, 2)),
         "OMP-polar": kron_dictionary(polar_dictionary(pos_r, cfg.wavelength, rings=2), polar_dictionary(pos_t, cfg.wavelength, rings=2)),
     }
-    langevin = dict(LANGEVIN, levels=100) if quick else LANGEVIN
-    pnp_steps = PNP_STEPS[:2] if quick else PNP_STEPS
+    langevin = dict(LANGEVIN, levels=50) if quick else LANGEVIN
+    pnp_runs = PNP_RUNS[:1] if quick else PNP_RUNS
     rows = []
     for snr in SNRS:
         op = HybridBeamforming(**op_kw, snr_db=snr, generator=torch.Generator().manual_seed(int(snr) + 100)).to(device)
@@ -125,10 +127,10 @@ def run(out_dir="results/bench", quick: bool = False, device="cpu"):
             t = time.perf_counter()
             c = omp(z, op.Phi @ Psi, nv, max_atoms=32)
             add(name, to_real((c @ Psi.T).reshape(B, nr, nt)), 0, time.perf_counter() - t)
-        for steps in pnp_steps:
+        for steps, runs in pnp_runs:
             t = time.perf_counter()
-            x, nfe = pnp_ode(prior, y, op, s, steps=steps, generator=torch.Generator(device).manual_seed(0), **PNP)
-            add(f"PnP-ODE-{steps}", x, nfe, time.perf_counter() - t)
+            x, nfe = pnp_ode(prior, y, op, s, steps=steps, n_runs=runs, generator=torch.Generator(device).manual_seed(0), **PNP)
+            add(f"PnP-ODE-{steps}x{runs}", x, nfe, time.perf_counter() - t)
         t = time.perf_counter()
         x, nfe = annealed_langevin(prior, y, op, s, generator=torch.Generator(device).manual_seed(0), **langevin)
         add("Langevin", x, nfe, time.perf_counter() - t)

@@ -10,6 +10,7 @@ name               x_shape   data
 =================  ========  ======================================================
 ct-phantom-64      (1,64,64) random-ellipse CT phantoms in [0, 1] (datasets/ct_phantoms.md)
 mri-phantom-64     (2,64,64) complex MR phantoms, (real, imag) (datasets/mri_phantoms.md)
+hpsm-60ghz-16      (2,16,16) HPSM 60 GHz UM-MIMO channels, (real, imag) (datasets/channels_hpsm.md)
 =================  ========  ======================================================
 
 >>> import invdiff, torch

@@ -23,7 +23,9 @@ step is exact (eigen-decomposition); other operators use deepinv's ``prox_l2`` (
 
 **Annealed Langevin** (``"annealed-langevin"``; score-based channel estimation of Arvinte and
 Tamir 2022, after Song and Ermon 2019 and Jalal et al. 2021): geometric levels
-:math:`\sigma_1 > \dots > \sigma_L`, ``T`` steps per level, step :math:`a_k = \epsilon\sigma_k^2/\sigma_L^2`:
+:math:`\sigma_1 > \dots > \sigma_L`, ``T`` steps per level, step :math:`a_k = \min(\epsilon\sigma_k^2/\sigma_L^2,\ 1/L_k)`
+with :math:`L_k = \|A\|_2^2/(\sigma_y^2 + \sigma_k^2) + 1/\sigma_k^2` the curvature of the
+drift's potential (a stability cap we add: without it the likelihood term diverges at high SNR):
 
 .. math::
     x \leftarrow x + a_k\Bigl(\frac{D(x,\sigma_k) - x}{\sigma_k^2}
@@ -46,6 +48,7 @@ import torch
 
 from invdiff.diffusion.schedules import karras_sigmas
 from invdiff.samplers.base import Sampler
+from invdiff.samplers.langevin import likelihood_curvature
 from invdiff.samplers.registry import register
 from invdiff.samplers.results import PosteriorSamples
 from invdiff.utils.progress import progress as _progress
@@ -121,10 +124,11 @@ class AnnealedLangevin(Sampler):
         shape = (problem.n, *problem.x_shape)
         sy2 = _sigma_y(problem).reshape(-1, *([1] * len(problem.x_shape))) ** 2
         phys, y = problem.physics, problem.y
+        norm2 = likelihood_curvature(problem) * float(sy2.min())  # ||A||_2^2
         x = float(self.sigmas[0]) * randn(shape, generator=generator, device=problem.device, dtype=problem.dtype)
         for k in _progress(range(self.levels), enabled=self.progress, desc="Langevin"):
             s = float(self.sigmas[k])
-            a = self.eps * s**2 / self.sigma_min**2
+            a = min(self.eps * s**2 / self.sigma_min**2, 1.0 / (norm2 / (float(sy2.min()) + s**2) + 1.0 / s**2))
             for t in range(self.steps_per_level):
                 with torch.no_grad():
                     score = (self.denoiser(x, s) - x) / s**2

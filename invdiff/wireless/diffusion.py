@@ -24,12 +24,14 @@ from invdiff.samplers.pnp_ode import AnnealedLangevin, PnPODE
 __all__ = ["pnp_ode", "annealed_langevin"]
 
 
-def pnp_ode(prior, y: torch.Tensor, physics, sigma_y: float, steps: int = 20,
+def pnp_ode(prior, y: torch.Tensor, physics, sigma_y: float, steps: int = 20, n_runs: int = 1,
             generator: torch.Generator | None = None, **settings) -> tuple[torch.Tensor, int]:
-    """DiffPace-style deterministic PnP-ODE estimate ``(B, *x_shape)`` and its NFE (``settings`` of
-    :class:`~invdiff.samplers.pnp_ode.PnPODE`: ``sigma_max``, ``sigma_min``, ``rho``, ``lam``)."""
-    out = PnPODE(prior, steps, progress=False, **settings).sample(y, physics, generator=generator, sigma_y=sigma_y)
-    return out.samples[0], out.nfe
+    """DiffPace-style deterministic PnP-ODE estimate ``(B, *x_shape)`` and its NFE per estimate
+    (``settings`` of :class:`~invdiff.samplers.pnp_ode.PnPODE`: ``sigma_max``, ``sigma_min``, ``rho``,
+    ``lam``). ``n_runs > 1`` averages that many runs from independent starts (NFE ``steps * n_runs``)."""
+    out = PnPODE(prior, steps, progress=False, **settings).sample(y, physics, n_samples=n_runs, generator=generator,
+                                                                  sigma_y=sigma_y)
+    return out.samples.mean(0), out.nfe * n_runs
 
 
 def annealed_langevin(prior, y: torch.Tensor, physics, sigma_y: float, levels: int = 200,
