@@ -18,7 +18,7 @@ import torch
 from deepinv.physics import GaussianNoise, LinearPhysics
 
 from invdiff import operators
-from invdiff.operators.registry import _FACTORIES
+from invdiff.operators.registry import _REGISTRY
 
 F64 = torch.float64
 PDE_SOLVER = dict(t_final=0.02, n_frames=3)
@@ -52,7 +52,7 @@ NAMES = sorted(operators.available())
 
 def small(name: str, **kw):
     args = dict(SMALL.get(name, {}))
-    if name not in SMALL and "size" in inspect.signature(_FACTORIES[name][0]).parameters:
+    if name not in SMALL and "size" in inspect.signature(_REGISTRY.get(name)).parameters:
         args["size"] = 8
     args.update(kw)
     return operators.make(name, **args)

@@ -37,7 +37,7 @@ PDE_NAMES = sorted(n for n in operators.available() if n.startswith("pde-"))
 def small(name: str, **kw):
     """The operator ``name`` at a small size (``size=8`` for operators not listed in SMALL)."""
     kwargs = dict(SMALL.get(name, {}))
-    if name not in SMALL and "size" in inspect.signature(operators.registry._FACTORIES[name][0]).parameters:
+    if name not in SMALL and "size" in inspect.signature(operators.registry._REGISTRY.get(name)).parameters:
         kwargs["size"] = 8
     kwargs.update(kw)
     return operators.make(name, **kwargs)

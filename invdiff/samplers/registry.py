@@ -11,46 +11,21 @@ True
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import Callable
+from invdiff.utils.registry import Registry
 
 __all__ = ["register", "available", "make"]
 
-_FACTORIES: dict[str, tuple[Callable, str]] = {}
-_loaded = False
+_REGISTRY = Registry("sampler", "invdiff.samplers")
 
 
-def register(name: str, description: str = "") -> Callable:
+def register(name: str, description: str = ""):
     """Decorator: register ``factory(prior, **kwargs) -> Sampler`` (a class or a function) under ``name``."""
-
-    def deco(factory: Callable) -> Callable:
-        old = _FACTORIES.get(name)
-        if old is not None and old[0].__qualname__ != factory.__qualname__:
-            raise ValueError(f"sampler {name!r} is registered twice ({old[0].__qualname__} and {factory.__qualname__})")
-        doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-        _FACTORIES[name] = (factory, doc)
-        return factory
-
-    return deco
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    import invdiff.samplers as pkg
-
-    for info in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + "."):
-        if not info.name.rsplit(".", 1)[-1].startswith("_"):
-            importlib.import_module(info.name)
-    _loaded = True
+    return _REGISTRY.register(name, description)
 
 
 def available() -> dict[str, str]:
     """Registered sampler names with a one-line description each."""
-    _load_all()
-    return {k: _FACTORIES[k][1] for k in sorted(_FACTORIES)}
+    return _REGISTRY.available()
 
 
 def make(name: str, prior, **kwargs):
@@ -58,10 +33,7 @@ def make(name: str, prior, **kwargs):
 
     Unknown names and unknown settings raise ``ValueError`` naming what is accepted.
     """
-    _load_all()
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown sampler {name!r}; available: {', '.join(sorted(_FACTORIES))}")
-    factory = _FACTORIES[name][0]
+    factory = _REGISTRY.get(name)
     try:
         return factory(prior, **kwargs)
     except TypeError as e:
