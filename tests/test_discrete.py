@@ -185,11 +185,17 @@ def test_discrete_samplers_bad_input():
     assert {"aps", "svdd", "masked-smc", "masked-unguided"} <= set(samplers.available())
 
 
-def test_network_shapes_and_mask_index():
-    from invdiff.diffusion.discrete.networks import MaskedTransformer
+@pytest.mark.parametrize("name,kw", [("transformer", dict(width=16, layers=1, heads=2)), ("conv", dict(width=16, blocks=1))])
+def test_network_shapes_and_gradients(name, kw):
+    from invdiff.diffusion.discrete.networks import build_discrete_network
 
-    net = MaskedTransformer(17, 64, width=16, layers=1, heads=2)
+    net = build_discrete_network(name, 17, 64, **kw)
     assert net.logits(all_masked(net, 2)).shape == (2, 64, 17)
     loss = mdlm_loss(net, torch.randint(0, 17, (4, 64), generator=_gen(0)), generator=_gen(1)).mean()
     loss.backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    # a token's logits depend on the other tokens (context is used)
+    z = all_masked(net, 1)
+    z2 = z.clone()
+    z2[0, 9] = 5
+    assert not torch.allclose(net.logits(z)[0, 0], net.logits(z2)[0, 0])

@@ -2,15 +2,15 @@ r"""Training masked-diffusion priors with the MDLM loss, and loading the shipped
 
 A run is described by a JSON config (``configs/digits-mdlm.json``)::
 
-    {"name": "digits-mdlm", "network": {"name": "transformer", "width": 96, "layers": 4, "heads": 4},
+    {"name": "digits-mdlm", "network": {"name": "conv", "width": 48, "blocks": 5, "dropout": 0.1},
      "data": {"dataset": "digits", "split": "train"}, "levels": 17, "lo": 0.0, "hi": 1.0,
-     "schedule": "loglinear", "batch_size": 128, "steps": 2500, "lr": 1e-3, "warmup": 100,
-     "ema_decay": 0.999, "seed": 0, "threads": 1}
+     "schedule": "loglinear", "batch_size": 64, "steps": 2000, "lr": 0.002, "warmup": 50,
+     "ema_decay": 0.995, "seed": 0, "threads": 1, "checkpoint_every": 250}
 
 and run with ``python -m invdiff.diffusion.discrete.training --config configs/digits-mdlm.json
---out runs/digits-mdlm``; it writes ``<name>.safetensors`` (EMA weights, float16) and
+--out runs/digits-mdlm``; it writes (also every ``checkpoint_every`` steps, card marked ``partial``) ``<name>.safetensors`` (EMA weights, float16) and
 ``<name>.json`` (the card: config, data, steps, final train/test loss in nats per sequence,
-the command, wall time), which :func:`export` copies into ``invdiff/assets``.
+the command, wall time); shipped priors are these two files copied into ``invdiff/assets/discrete``.
 :func:`load_discrete_prior` loads a shipped prior as a :class:`DiscretePrior`.
 
 >>> from invdiff.diffusion.discrete.training import load_discrete_prior
@@ -39,7 +39,7 @@ from invdiff.utils.io import atomic_path
 
 __all__ = ["DiscretePrior", "train_discrete", "load_discrete_prior", "discrete_data", "ASSETS"]
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "discrete"  # apart from the D(x, sigma) zoo
 
 
 class DiscretePrior(nn.Module):
