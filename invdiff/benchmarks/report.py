@@ -173,16 +173,21 @@ def _save(fig, path: Path) -> None:
 def _line_plot(rows, xcol, qcol, mcol, higher, title, path) -> bool:
     import matplotlib.pyplot as plt
 
-    pts = [r for r in rows if _num(r.get(xcol)) is not None and _num(r.get(qcol)) is not None]
+    def facet(r):
+        return _task(r) or (f"d = {r['d']}" if "d" in r else f"d_x = {r['d_x']}" if "d_x" in r else "")
+
+    pts = [r for r in rows if _num(r.get(xcol)) is not None and _num(r.get(qcol)) is not None
+           and not (mcol and any(w in str(r.get(mcol, "")).lower() for w in REFERENCE_WORDS))]
     if len(pts) < 2 or len({_num(r[xcol]) for r in pts}) < 2:
         return False
-    tasks = list(dict.fromkeys(_task(r) or "" for r in pts))[:4]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.2), squeeze=False)
+    tasks = list(dict.fromkeys(facet(r) for r in pts))[:4]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.0 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         groups: dict[str, list] = {}
         for r in pts:
-            if (_task(r) or "") == task:
-                groups.setdefault(str(r.get(mcol, "")) if mcol else "", []).append((_num(r[xcol]), _num(r[qcol])))
+            if facet(r) == task:
+                label = " ".join(str(r[c]) for c in ("library", mcol, "N") if c and c in r and r[c] not in ("", None))
+                groups.setdefault(label, []).append((_num(r[xcol]), _num(r[qcol])))
         for label, xy in groups.items():
             xy.sort()
             ax.plot([a for a, _ in xy], [b for _, b in xy], marker="o", ms=3, label=label[:40])
@@ -193,7 +198,7 @@ def _line_plot(rows, xcol, qcol, mcol, higher, title, path) -> bool:
         ax.set_xlabel(xcol)
         ax.set_ylabel(qcol)
         ax.set_title(task or title, fontsize=8)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=5, ncol=2 if len(groups) > 8 else 1)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
