@@ -199,3 +199,28 @@ def test_network_shapes_and_gradients(name, kw):
     z2 = z.clone()
     z2[0, 9] = 5
     assert not torch.allclose(net.logits(z)[0, 0], net.logits(z2)[0, 0])
+
+
+def test_digits_data_and_shipped_prior():
+    from invdiff.datasets.digits import load_digits
+    from invdiff.diffusion.discrete.training import load_discrete_prior
+
+    images, labels = load_digits()
+    assert images.shape == (1797, 8, 8) and int(images.min()) == 0 and int(images.max()) == 16
+    # class counts of the UCI test part as scikit-learn documents them
+    assert torch.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    prior = load_discrete_prior("digits-mdlm")
+    assert prior.x_shape == (1, 8, 8) and prior.vocab_size == 17 and prior.seq_len == 64
+    for key in ("command", "seed", "steps", "data", "ema_test_loss_nats_per_image"):
+        assert key in prior.card
+    test, _ = load_digits("test")
+    test = test.reshape(-1, 64)[:150]
+    # the best factorised model (per-pixel marginals of the training split) needs its entropy
+    train, _ = load_digits("train")
+    train = train.reshape(-1, 64)
+    p = torch.stack([torch.bincount(train[:, l], minlength=17) for l in range(64)]).double() / train.shape[0]
+    marginal_entropy = float(-(p * p.clamp_min(1e-300).log()).sum())  # 107.5 nats
+    loss = float(mdlm_loss(prior, test.repeat(2, 1), generator=_gen(0)).mean())
+    assert loss < marginal_entropy - 15, (loss, marginal_entropy)  # measured ~79 nats
+    with pytest.raises(ValueError, match="unknown discrete prior"):
+        load_discrete_prior("no-such-prior")
