@@ -96,7 +96,7 @@ class AdaptiveSMC(SMCBase):
     :param var_fraction: last fraction of levels whose :math:`\\hat x_0` enter ``trace["x0_var"]``.
     """
 
-    def __init__(self, prior, steps: int = 50, *, target_ess: float = 0.7, mala_steps: int = 1,
+    def __init__(self, prior, steps: int = 100, *, target_ess: float = 0.7, mala_steps: int = 1,
                  mala_scale: float = 0.1, max_extra: int = 20, max_halvings: int = 3, twist_scale: float | None = None,
                  sigma_max: float = 80.0, sigma_min: float = 0.002, sigmas: Tensor | None = None, eta: float = 1.0,
                  resampling: Resampling = "systematic", ess_threshold: float = 0.5, analytic_variance: bool = True,
