@@ -211,11 +211,13 @@ def _bar_plot(rows, cols, label_cols, ref_lines, title, path) -> bool:
     pts = [r for r in rows if any(_num(r.get(c)) is not None for c in cols)]
     if not pts:
         return False
-    labels = [" / ".join(str(r.get(c, "")) for c in label_cols if c in r)[:45] for r in pts]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.2 * len(pts) * len(cols) + 1.2)))
+    labels = [" / ".join(str(r[c]) for c in label_cols if c in r and r[c] not in ("", None))[:50] for r in pts]
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.2 * len(pts) * len(cols) + 1.2)))
     h = 0.8 / len(cols)
     for j, c in enumerate(cols):
-        ax.barh([i + j * h for i in range(len(pts))], [_num(r.get(c)) or 0.0 for r in pts], height=h, label=c)
+        se = [_num(r.get(c + "_se")) or 0.0 for r in pts]  # a standard-error column beside it: error bars
+        ax.barh([i + j * h for i in range(len(pts))], [_num(r.get(c)) or 0.0 for r in pts], height=h, label=c,
+                xerr=se if any(se) else None)
     for (v, name), ls in zip(ref_lines, ("--", ":")):
         ax.axvline(v, color="k", ls=ls, lw=0.8, label=name)
     ax.set_yticks([i + 0.4 - h / 2 for i in range(len(pts))])
@@ -223,7 +225,7 @@ def _bar_plot(rows, cols, label_cols, ref_lines, title, path) -> bool:
     ax.invert_yaxis()
     ax.legend(fontsize=6)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.36, right=0.97)
     _save(fig, path)
     return True
 
@@ -246,8 +248,10 @@ def figures(target: str, name: str, rows: list[dict], fig_dir: Path) -> list[tup
     if ratios and _bar_plot(rows, ratios, ("operator", "x_shape"), [(1.0, "floor"), (1.2, "1.2")],
                             f"{name}: time / floor", fig_dir / f"{stem}-floor.png"):
         made.append((f"{name}: operator time against its floor (1 = the floor)", fig_dir / f"{stem}-floor.png"))
-    cov = [c for c in cols if "coverage" in c and any(_num(r.get(c)) is not None for r in rows)][:2]
-    if cov and mcol and _bar_plot(rows, cov, ("task", mcol), [(0.9, "0.9")], f"{name}: coverage",
+    cov = [c for c in cols if "coverage" in c and not c.endswith(("_se", "_sem"))
+           and any(_num(r.get(c)) is not None for r in rows)][:2]
+    keys = ("task", "d_x", "d_y", "d", mcol, "N")
+    if cov and mcol and _bar_plot(rows, cov, keys, [(0.9, "0.9")], f"{name}: coverage",
                                   fig_dir / f"{stem}-coverage.png"):
         made.append((f"{name}: coverage of credible intervals (nominal level dashed)", fig_dir / f"{stem}-coverage.png"))
     return made
