@@ -88,6 +88,7 @@ class DiffusionMBIR(DiffusionLoop):
         (``0``: the paper's plain CG from :math:`\\hat x_0`).
     :param axis, chunk: slice axis and slices per network call of the slice-wise prior.
     :param sigmas: explicit descending noise levels ending at 0.
+    :param schedule, sigma_min, sigma_max: the default noise levels (:class:`~invdiff.samplers.loop.DiffusionLoop`).
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
     """
 
@@ -95,7 +96,8 @@ class DiffusionMBIR(DiffusionLoop):
 
     def __init__(self, prior, steps: int = 100, *, lam: float = 0.04, rho: float = 10.0, tv_axes=(2,),
                  cg_iters: int = 5, admm_iters: int = 1, eta: float = 0.15, prox: str | float = "auto", order: str = "zx", axis: int = 2,
-                 chunk: int = 64, sigmas: Tensor | None = None, progress: bool = True, on_nan: str = "raise") -> None:
+                 chunk: int = 64, sigmas: Tensor | None = None, schedule: str = "karras", sigma_min: float = 0.002,
+                 sigma_max: float = 80.0, progress: bool = True, on_nan: str = "raise") -> None:
         for name, v in (("lam", lam), ("rho", rho)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
@@ -117,7 +119,8 @@ class DiffusionMBIR(DiffusionLoop):
             raise ValueError(f"order: expected 'zx' or 'xz', got {order!r}")
         self.cg_iters, self.admm_iters, self.eta, self.prox, self.order = cg_iters, admm_iters, float(eta), prox, order
         super().__init__(slicewise(prior, axis, chunk), steps, sigmas=sigmas, method="ddim",
-                         solver_options={"eta": float(eta)}, progress=progress, on_nan=on_nan)
+                         solver_options={"eta": float(eta)}, progress=progress, on_nan=on_nan,
+                         schedule=schedule, sigma_min=sigma_min, sigma_max=sigma_max)
 
     def start(self, problem, sigmas, generator):
         if len(problem.x_shape) != 4:
