@@ -70,6 +70,8 @@ def _figure(rows: list[dict], out_dir: Path) -> None:
     for name in names:
         rs = [r for r in rows if r["estimator"] == name]
         ax.plot([r["snr_db"] for r in rs], [r["nmse_db"] for r in rs], marker="o", label=f"{name} (NFE {rs[0]['nfe']})")
+    low = min(r["nmse_db"] for r in rows)
+    ax.set_ylim(low - 1.0, 6.0)  # LS at M = Nr Nt lies far above (see the table)
     ax.set_xlabel("SNR (dB)")
     ax.set_ylabel("NMSE (dB)")
     ax.set_title("HPSM 60 GHz, 16x16 AoSA, M = 256 (hybrid BF, Q = 64 x 4 RF)")
