@@ -14,7 +14,8 @@ seeds). Estimators:
 - ``PnP-ODE-KxR``: the DiffPace-style deterministic plug-and-play ODE on the shipped prior
   ``hpsm-60ghz-16`` (:func:`invdiff.wireless.diffusion.pnp_ode`), K steps, the mean of R runs
   from independent starts (NFE = K R);
-- ``Langevin``: annealed Langevin (Arvinte and Tamir 2022) on the same prior, the many-step baseline.
+- ``Langevin``: annealed Langevin (Arvinte and Tamir 2022) on the same prior, the many-step baseline;
+- ``DPS-K``: the registered DPS sampler (Chung et al. 2023, defaults, one VJP per step) on the same prior.
 
 NMSE per SNR is :math:`10\log_{10}(\sum_b\|\hat H_b - H_b\|_F^2 / \sum_b\|H_b\|_F^2)`; ``sem_db``
 is the standard error of the per-channel NMSE mapped to dB (delta method); ``nfe`` network
@@ -38,6 +39,8 @@ PNP = dict(sigma_max=3.0, sigma_min=0.3, lam=1.0)
 #: (steps, runs averaged): NFE = steps * runs
 PNP_RUNS = ((10, 1), (20, 1), (10, 4))
 LANGEVIN = dict(levels=200, steps_per_level=3, sigma_max=3.0, sigma_min=0.01, eps=2e-5)
+#: DPS (the registered sampler at its defaults: zeta = 1, norm guidance) at these step counts
+DPS_STEPS = (100, 200)
 
 
 def _nmse(Hh: torch.Tensor, H: torch.Tensor) -> tuple[float, float]:
@@ -137,6 +140,10 @@ def run(out_dir="results/bench", quick: bool = False, device="cpu"):
         t = time.perf_counter()
         x, nfe = annealed_langevin(prior, y, op, s, generator=torch.Generator(device).manual_seed(0), **langevin)
         add("Langevin", x, nfe, time.perf_counter() - t)
+        for steps in DPS_STEPS[:1] if quick else DPS_STEPS:
+            t = time.perf_counter()
+            x, nfe = dps_estimate(prior, y, op, steps, device)
+            add(f"DPS-{steps}", x, nfe, time.perf_counter() - t)
     _figure(rows, Path(out_dir))
     tables = {"channel": rows, "channel-targets": targets(rows)}
     cdl = cdl_rows(quick, device)
@@ -178,20 +185,30 @@ def cdl_rows(quick: bool = False, device="cpu") -> list[dict]:
     return rows
 
 
+def dps_estimate(prior, y, op, steps: int, device="cpu"):
+    """One DPS draw (the registered sampler at its defaults) and its NFE."""
+    from invdiff import samplers
+
+    out = samplers.make("dps", prior, steps=steps, progress=False).sample(y, op, generator=torch.Generator(device).manual_seed(0))
+    return out.samples[0], out.nfe
+
+
 def targets(rows: list[dict]) -> list[dict]:
-    """The issue's targets at 10 dB SNR: PnP-ODE <= -15 dB, >= 3 dB below LMMSE, and Langevin's NMSE
-    (within its standard error) with >= 90 % fewer NFE."""
+    """The issue's targets at 10 dB SNR: the best diffusion estimator <= -15 dB and >= 3 dB below LMMSE;
+    a PnP-ODE with <= 10 % of Langevin's NFE reaching Langevin's NMSE (within the standard error)."""
     at = {r["estimator"]: r for r in rows if r["snr_db"] == 10.0}
     lang = at["Langevin"]
+    diffusion = [r for k, r in at.items() if k.startswith(("PnP-ODE", "DPS", "Langevin"))]
+    top = min(diffusion, key=lambda r: r["nmse_db"])
     pnp = [r for k, r in at.items() if k.startswith("PnP-ODE")]
     cheap = [r for r in pnp if r["nfe"] <= 0.1 * lang["nfe"]]
     best = min(cheap, key=lambda r: r["nmse_db"]) if cheap else min(pnp, key=lambda r: r["nmse_db"])
     margin = math.hypot(best["sem_db"], lang["sem_db"])
     return [
-        dict(target="diffusion NMSE <= -15 dB at 10 dB SNR", value=f"{best['estimator']}: {best['nmse_db']} dB",
-             met=best["nmse_db"] <= -15.0),
-        dict(target=">= 3 dB better than LMMSE", value=f"{at['LMMSE']['nmse_db'] - best['nmse_db']:.2f} dB",
-             met=at["LMMSE"]["nmse_db"] - best["nmse_db"] >= 3.0),
+        dict(target="diffusion NMSE <= -15 dB at 10 dB SNR", value=f"{top['estimator']}: {top['nmse_db']} dB",
+             met=top["nmse_db"] <= -15.0),
+        dict(target=">= 3 dB better than LMMSE", value=f"{top['estimator']}: {at['LMMSE']['nmse_db'] - top['nmse_db']:.2f} dB",
+             met=at["LMMSE"]["nmse_db"] - top["nmse_db"] >= 3.0),
         dict(target="Langevin's NMSE with >= 90% fewer NFE",
              value=f"{best['nmse_db']} dB at NFE {best['nfe']} vs {lang['nmse_db']} dB at NFE {lang['nfe']}",
              met=bool(cheap) and best["nmse_db"] <= lang["nmse_db"] + margin),
