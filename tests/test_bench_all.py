@@ -36,7 +36,7 @@ def test_headline_best_method_and_deepinv_at_the_same_nfe():
     h = headline({"priors": {"samplers": SAMPLERS}})
     assert len(h) == 1
     row = h[0]
-    assert (row["task"], row["best invdiff"], row["value"], row["NFE"], row["time"]) == ("ct", "DPS", 25.0, 100, 9.0)
+    assert (row["task"], row["best invdiff"], row["value"], row["NFE"], row["time"]) == ("ct", "DPS", 25.0, 100, "9 seconds")
     # deepinv's best at the same NFE (100): its DPS, not DiffPIR at NFE 10
     assert (row["deepinv nearest"], row["deepinv value"], row["deepinv NFE"]) == ("deepinv DPS", 23.0, 100)
 
@@ -47,7 +47,9 @@ def test_headline_skips_reference_rows():
 
 
 def test_headline_lower_is_better_and_rows_without_deepinv():
-    h = headline({"channel": {"channel": fake_runner("channel", None, True, "cpu")}})
+    rows = fake_runner("channel", None, True, "cpu") + [dict(snr_db=-5, estimator="LS", nmse_db=3.0, nfe=0)]
+    h = headline({"channel": {"channel": rows}})
+    assert len(h) == 1  # -5 dB is not a headline SNR
     assert h[0]["best invdiff"] == "PnP-ODE" and h[0]["value"] == -12.0
     assert h[0]["task"] == "channel estimation, SNR 10 dB"
     assert "no deepinv" in h[0]["deepinv nearest"]

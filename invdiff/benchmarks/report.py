@@ -9,7 +9,8 @@ Nothing here knows a particular benchmark: columns are recognised by name.
 - a *cost* column: NFE (``nfe``, ``nfe_total``, ``denoiser_calls``) and time (``seconds``, ``time_s``,
   ``cpu_seconds``, ``cpu_s``, ``wall_s``, ``cpu_seconds_per_problem``);
 - rows whose method names a reference (exact, floor, oracle, reference) are never the headline's best method.
-- a *task* column: ``task``; channel rows (``snr_db``) and PDE rows (``sensors``) make their own.
+- a *task* column: ``task``; channel rows (``snr_db``; the headline keeps 0, 10 and 20 dB) and PDE
+  rows (``sensors``) make their own.
 
 The headline answers, per task: which invdiff method is best by that quality, at what cost, and
 what deepinv's nearest method (a ``method`` containing "deepinv", at the same NFE when there is
@@ -36,7 +37,9 @@ METHOD_COLS = ("method", "sampler", "estimator", "model")
 QUALITY = (("psnr", True), ("psnr_db", True), ("nmse_db", False), ("rel_l2_traj", False), ("tv", False), ("sw_ratio", False),
            ("mode_tv", False), ("rel_rmse", False), ("rel_rmse_vs_ref", False), ("rel_l2", False), ("max_error", False))
 NFE_COLS = ("nfe", "nfe_total", "denoiser_calls")
-TIME_COLS = ("seconds", "time_s", "cpu_seconds", "cpu_s", "wall_s", "cpu_seconds_per_problem")
+TIME_COLS = ("seconds", "time_s", "cpu_seconds", "cpu_s", "wall_s", "cpu_seconds_per_problem", "ms_per_channel")
+#: channel sweeps: the SNRs (dB) that make the headline (all of them stay in the tables)
+HEADLINE_SNRS = (0.0, 10.0, 20.0)
 #: rows that are references, not methods a user would run (never picked as the best method)
 REFERENCE_WORDS = ("exact", "floor", "oracle", "reference")
 
@@ -134,6 +137,8 @@ def headline(tables: dict[str, dict[str, list[dict]]]) -> list[dict]:
             by_task: dict[str, list[dict]] = {}
             for r in rows:
                 task = _task(r)
+                if "task" not in r and "snr_db" in r and _num(r["snr_db"]) not in HEADLINE_SNRS:
+                    continue
                 if task is not None and _num(r.get(qcol)) is not None:
                     by_task.setdefault(task, []).append(r)
             for task, rs in by_task.items():
@@ -144,15 +149,19 @@ def headline(tables: dict[str, dict[str, list[dict]]]) -> list[dict]:
                 if not ours:
                     continue
                 best = max(ours, key=key)
+                def cost(r):
+                    v = r.get(tcol, "") if tcol else ""
+                    return f"{v:.3g} {tcol}" if isinstance(v, float) else (f"{v} {tcol}" if v not in ("", None) else "")
+
                 row = {"task": task, "table": f"{target}/{name}", "quality": qcol + (" (higher better)" if higher else " (lower better)"),
                        "best invdiff": best[mcol], "value": best[qcol],
-                       "NFE": best.get(ncol, "") if ncol else "", "time": best.get(tcol, "") if tcol else "",
+                       "NFE": best.get(ncol, "") if ncol else "", "time": cost(best),
                        "deepinv nearest": "", "deepinv value": "", "deepinv NFE": "", "deepinv time": ""}
                 if theirs:
                     same = [r for r in theirs if ncol and r.get(ncol) == best.get(ncol)]
                     near = max(same or theirs, key=key)
                     row.update({"deepinv nearest": near[mcol], "deepinv value": near[qcol],
-                                "deepinv NFE": near.get(ncol, "") if ncol else "", "deepinv time": near.get(tcol, "") if tcol else ""})
+                                "deepinv NFE": near.get(ncol, "") if ncol else "", "deepinv time": cost(near)})
                 elif "baseline" in cols or target in ("channel", "pde-inverse"):
                     row["deepinv nearest"] = "(no deepinv method for this task)"
                 out.append(row)
