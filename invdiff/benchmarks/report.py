@@ -3,7 +3,7 @@
 Nothing here knows a particular benchmark: columns are recognised by name.
 
 - a *method* column: ``method``, ``sampler``, ``estimator`` or ``model``;
-- a *quality* column (first found): ``psnr`` / ``psnr_db`` (higher is better), then errors where lower is better
+- a *quality* column (first found): ``psnr`` / ``psnr_db`` / ``psnr_vol`` (higher is better), then errors where lower is better
   (``nmse_db``, ``rel_l2_traj``, ``tv``, ``sw_ratio``, ``mode_tv``, ``rel_rmse``, ``rel_rmse_vs_ref``,
   ``rel_l2``, ``max_error``);
 - a *cost* column: NFE (``nfe``, ``nfe_total``, ``denoiser_calls``) and time (``seconds``, ``time_s``,
@@ -34,7 +34,7 @@ from pathlib import Path
 __all__ = ["machine", "headline", "figures", "render", "write_report"]
 
 METHOD_COLS = ("method", "sampler", "estimator", "model")
-QUALITY = (("psnr", True), ("psnr_db", True), ("nmse_db", False), ("rel_l2_traj", False), ("tv", False), ("sw_ratio", False),
+QUALITY = (("psnr", True), ("psnr_db", True), ("psnr_vol", True), ("nmse_db", False), ("rel_l2_traj", False), ("tv", False), ("sw_ratio", False),
            ("mode_tv", False), ("rel_rmse", False), ("rel_rmse_vs_ref", False), ("rel_l2", False), ("max_error", False))
 NFE_COLS = ("nfe", "nfe_total", "denoiser_calls")
 TIME_COLS = ("seconds", "time_s", "cpu_seconds", "cpu_s", "wall_s", "cpu_seconds_per_problem", "ms_per_channel")
