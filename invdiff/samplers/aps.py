@@ -96,6 +96,10 @@ class APS(DiscreteSampler):
     :param anchor_logit: logit margin given to already unmasked tokens in :math:`\\phi^{(0)}`.
     :param confidence_noise: Gumbel scale added to the log-confidence when ranking (0: greedy).
     :param straight_through: quantise the expected embedding (the paper) or use it as is.
+    :param fit: ``"expectation"`` (the paper's quantized expectation) or ``"sample"`` (the data
+        fit at one straight-through token draw per inner step: a stochastic estimate of
+        :math:`\mathbb E_{\mathrm{softmax}(\phi)}[\tfrac12\|r\|^2]`; our variant, no better on the
+        enumeration problem).
     :param schedule: masking schedule (``"loglinear"`` or ``"cosine"``).
     """
 
