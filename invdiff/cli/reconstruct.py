@@ -52,7 +52,6 @@ def run(args) -> int:
     import invdiff.operators as operators
     from invdiff.samplers import make as make_sampler
     from invdiff.datasets.loaders import load_array, save_hdf5
-    from invdiff.diffusion.training import load_checkpoint
     from invdiff.datasets.loaders import hdf5_keys
     from invdiff.utils.validate import check_measurement, check_prior_operator, check_range
 
@@ -66,8 +65,12 @@ def run(args) -> int:
 
     if args.sampler not in available():  # before loading anything
         raise ValueError(f"--sampler: unknown sampler {args.sampler!r}; available: {', '.join(available())}")
+    from invdiff.cli._volume import is_volume, run_volume
+
+    if is_volume(args.operator, args.input):  # 3D: a 2D prior slice by slice (invdiff/cli/_volume.py)
+        return run_volume(args, op_kwargs, sampler_kwargs, _load_prior)
     device = torch.device(args.device)
-    prior = load_checkpoint(args.prior, device=device) if args.prior.endswith(".safetensors") else invdiff.load_prior(args.prior, device=device)
+    prior = _load_prior(args.prior, device)
     sampler = make_sampler(args.sampler, prior, **sampler_kwargs)  # its settings are checked before any data is read
     physics = operators.make(args.operator, device=device, generator=torch.Generator(device=device).manual_seed(args.seed), **op_kwargs)
     x_shape = tuple(physics.x_shape)
@@ -130,3 +133,11 @@ def _json_object(flag: str, text: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{flag}: expected a JSON object, got {text!r}")
     return value
+
+
+def _load_prior(name: str, device):
+    """A shipped prior by name, or a ``.safetensors`` checkpoint path."""
+    import invdiff
+    from invdiff.diffusion.training import load_checkpoint
+
+    return load_checkpoint(name, device=device) if name.endswith(".safetensors") else invdiff.load_prior(name, device=device)
