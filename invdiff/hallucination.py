@@ -61,29 +61,12 @@ class X0Variance:
 
 
 def attach_x0_variance(sampler, fraction: float = 0.25):
-    """Make a :class:`~invdiff.samplers.loop.DiffusionLoop` sampler return ``trace["x0_var"]``
-    (``(n_samples, B, *x_shape)``) by wrapping its ``start``/``correct``/``finish`` hooks on this
-    instance. Returns the sampler."""
-    start, correct, finish = sampler.start, sampler.correct, sampler.finish
-
-    def start_(problem, sigmas, generator):
-        state = start(problem, sigmas, generator)
-        state["x0_var"] = X0Variance(len(sigmas) - 1, fraction)
-        return state
-
-    def correct_(x0_hat, problem, i, state):
-        out = correct(x0_hat, problem, i, state)
-        state["x0_var"].update(i, out)
-        return out
-
-    def finish_(problem, x, state):
-        res = finish(problem, x, state)
-        v = state["x0_var"].variance()
-        if v is not None:
-            res.trace["x0_var"] = problem.fold(v)
-        return res
-
-    sampler.start, sampler.correct, sampler.finish = start_, correct_, finish_
+    """Set the fraction of the last steps over which a :class:`~invdiff.samplers.loop.DiffusionLoop`
+    sampler records ``trace["x0_var"]`` (``(n_samples, B, *x_shape)``; every loop sampler records
+    it, by default over the last quarter). Returns the sampler."""
+    if not (0 < fraction <= 1):
+        raise ValueError(f"fraction: expected a number in (0, 1], got {fraction!r}")
+    sampler.x0_var_fraction = float(fraction)
     return sampler
 
 

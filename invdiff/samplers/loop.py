@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from invdiff.hallucination import X0Variance
 from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, resolve_sigmas
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import randn
@@ -62,6 +63,9 @@ class DiffusionLoop(Sampler):
 
     #: name shown on the progress bar
     label = "diffusion"
+    #: ``trace["x0_var"]`` is the per-pixel variance of the (corrected) x0 estimate over this last
+    #: fraction of the steps (:mod:`invdiff.hallucination`; no extra network call)
+    x0_var_fraction = 0.25
 
     def __init__(self, prior, steps: int, *, sigmas: Tensor | None, method: str,
                  solver_options: dict | None, progress: bool, on_nan: str,
@@ -121,6 +125,7 @@ class DiffusionLoop(Sampler):
                 return D(x, sigma)
 
         state = self.start(problem, sigmas, generator)
+        x0_var = X0Variance(len(sigmas) - 1, self.x0_var_fraction)
         # divergence by the iterate's scale against the prior's data range (when its card says it)
         bound = (lambda sigma: divergence_bound(self.prior, sigma)) if data_range(self.prior) is not None else None
         n_steps = len(sigmas) - 1
@@ -129,6 +134,7 @@ class DiffusionLoop(Sampler):
         for i in progress_bar(range(n_steps), self.progress, desc=self.label):
             x0_hat, pull = self.estimate(x, i, problem, state)
             x0_corr = self.correct(x0_hat, problem, i, state)
+            x0_var.update(i, x0_corr)
             if x0_corr is not x0_hat:
                 x = x + (x0_corr - x0_hat)  # keep the network's noise estimate (module docstring)
             x_prime = solver.step(i, x, x0_corr, denoise=denoise, generator=generator)
@@ -136,4 +142,6 @@ class DiffusionLoop(Sampler):
             if bound is not None and (i % 10 == 0 or i == n_steps - 1):  # one reduction every 10 steps
                 check_divergence(x, None, i, bound(float(sigmas[i + 1])), name=self.label)
             record(i + 1, x, last=i == n_steps - 1)
+        if x0_var.variance() is not None:
+            state["trace"]["x0_var"] = problem.fold(x0_var.variance())
         return self.finish(problem, x, state)
