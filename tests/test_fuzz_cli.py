@@ -64,8 +64,10 @@ def test_bad_flags_fail_before_work(tmp_path, capsys, argv, needle):
     assert err.startswith(f"invdiff {argv[0]}: error:") and needle in err and err.count("\n") == 1
 
 
-def test_reconstruct_refuses_output_equal_input(world, tmp_path, capsys):
+def test_reconstruct_refuses_output_equal_input(tmp_path, capsys):
     from invdiff.cli import main
+
+    world = make_world(tmp_path / "world")  # its own: the fuzz cases may legitimately overwrite the shared one
 
     before = world["x.h5"].read_bytes()
     for out in (world["x.h5"], world["hard.h5"]):
