@@ -42,7 +42,6 @@ def run(args) -> int:
         from invdiff.cli._input_dir import run_input_dir
 
         return run_input_dir(args, run)
-    import json
     import time
     from pathlib import Path
 

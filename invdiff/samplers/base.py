@@ -39,6 +39,7 @@ __all__ = [
     "handle_nonfinite",
     "check_sigmas",
     "resolve_sigmas",
+    "karras_levels",
 ]
 
 OnNaN = Literal["raise", "clip"]
@@ -247,3 +248,20 @@ def resolve_sigmas(steps, sigmas, allow_final_zero: bool = True) -> tuple[int, T
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
     return steps, None
+
+
+def karras_levels(steps, sigmas, sigma_min: float, sigma_max: float) -> Tensor:
+    """The noise levels of a sampler that anneals to 0: explicit ``sigmas`` (validated, ending at
+    0), or ``steps`` Karras levels from ``sigma_max`` to ``sigma_min``, then 0."""
+    if sigmas is None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+        if not (0 < sigma_min < sigma_max):
+            raise ValueError(f"sigma_min, sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        from invdiff.diffusion.schedules import karras_sigmas
+
+        return karras_sigmas(steps, sigma_min, sigma_max)
+    sigmas = check_sigmas(sigmas)
+    if float(sigmas[-1]) != 0:
+        raise ValueError(f"sigmas: expected the last noise level to be 0, got {float(sigmas[-1])}")
+    return sigmas

@@ -65,7 +65,7 @@ import torch
 from torch import Tensor
 
 from invdiff.diffusion.schedules import karras_sigmas
-from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, check_sigmas
+from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, karras_levels
 from invdiff.samplers.langevin import likelihood_curvature
 from invdiff.samplers.registry import register
 from invdiff.utils.progress import progress as progress_bar
@@ -112,16 +112,7 @@ class DAPS(Sampler):
             raise ValueError(f"lr_min_ratio: expected a number in [0, 1], got {lr_min_ratio!r}")
         if not (isinstance(var_fraction, (int, float)) and 0 < var_fraction <= 1):
             raise ValueError(f"var_fraction: expected a number in (0, 1], got {var_fraction!r}")
-        if sigmas is None:
-            if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-                raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
-            if not (0 < sigma_min < sigma_max):
-                raise ValueError(f"sigma_min, sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-            sigmas = karras_sigmas(steps, sigma_min, sigma_max)
-        else:
-            sigmas = check_sigmas(sigmas)
-            if float(sigmas[-1]) != 0:
-                raise ValueError(f"sigmas: expected the last annealing level to be 0, got {float(sigmas[-1])}")
+        sigmas = karras_levels(steps, sigmas, sigma_min, sigma_max)
         from invdiff.diffusion.solvers import make_solver
 
         make_solver(ode_method, [1.0, 0.0])  # fail early on an unknown method

@@ -36,7 +36,7 @@ def make(name: str, prior, **kwargs):
     factory = _REGISTRY.get(name)
     try:
         return factory(prior, **kwargs)
-    except TypeError as e:
+    except TypeError:
         import inspect
 
         target = factory.__init__ if isinstance(factory, type) else factory

@@ -7,9 +7,8 @@ import torch
 from torch import Tensor
 
 from invdiff.diffusion.denoiser import gaussian_fit
-from invdiff.diffusion.schedules import karras_sigmas
 from invdiff.diffusion.solvers import make_solver
-from invdiff.samplers.base import PosteriorSamples, Problem, Sampler, check_sigmas
+from invdiff.samplers.base import PosteriorSamples, Problem, Sampler, karras_levels
 from invdiff.samplers.smc.resampling import RESAMPLERS, Resampling, ess, gather_rows, resample
 
 __all__ = ["SMCBase", "analytic_x0_var", "rowdot"]
@@ -41,16 +40,7 @@ class SMCBase(Sampler):
                  eta: float, resampling: Resampling, ess_threshold: float, analytic_variance: bool,
                  progress: bool, on_nan: str) -> None:
         super().__init__(prior, progress=progress, on_nan=on_nan)
-        if sigmas is None:
-            if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-                raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
-            if not (0 < sigma_min < sigma_max):
-                raise ValueError(f"sigma_min, sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-            sigmas = karras_sigmas(steps, sigma_min, sigma_max)
-        else:
-            sigmas = check_sigmas(sigmas)
-            if float(sigmas[-1]) != 0:
-                raise ValueError(f"sigmas: expected the last noise level to be 0, got {float(sigmas[-1])}")
+        sigmas = karras_levels(steps, sigmas, sigma_min, sigma_max)
         if not (isinstance(eta, (int, float)) and 0 < eta <= 1):
             raise ValueError(f"eta: expected 0 < eta <= 1, got {eta!r}")
         if resampling not in RESAMPLERS:

@@ -80,7 +80,7 @@ class TwistedSMC(SMCBase):
         log_w = log_twist.clone()
         record(0, x)
         for i in progress_bar(range(self.steps), self.progress, desc="Twisted SMC"):
-            sigma, sigma_next = sigmas[i], sigmas[i + 1]
+            sigma_next = sigmas[i + 1]
             log_w, x, x0_hat, log_twist, g = self._maybe_resample(problem, log_w, i, trace, generator,
                                                                   x, x0_hat, log_twist, g)
             m, tau = self._kernel(problem, x, x0_hat, log_w, i)
