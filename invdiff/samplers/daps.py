@@ -49,11 +49,11 @@ the levels (no extra network call).
 Example
 -------
 >>> import torch
->>> from invdiff.diffusion.gmm import Gaussian
->>> from invdiff.operators import Matrix
->>> prior = Gaussian(torch.zeros(2), 1.0)
->>> out = DAPS(prior, steps=10, ode_steps=2, langevin_steps=5, progress=False).sample(
-...     torch.ones(1, 1), Matrix(torch.eye(2)[:1], sigma=0.1), n_samples=3, generator=torch.Generator().manual_seed(0))
+>>> import invdiff.diffusion.gmm as gmm
+>>> import invdiff.operators as ops
+>>> daps = DAPS(gmm.Gaussian(torch.full((2,), 0.5), 0.25), steps=10, ode_steps=2, langevin_steps=5, progress=False)
+>>> out = daps.sample(torch.ones(1, 1), ops.Matrix(torch.tensor([[1.0, 1.0]]), sigma=0.1), n_samples=3,
+...                   generator=torch.Generator().manual_seed(0))
 >>> out.samples.shape, out.nfe          # 10 levels x 2 ODE steps + 1 call of the Gaussian fit
 (torch.Size([3, 1, 2]), 21)
 """

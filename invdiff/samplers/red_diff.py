@@ -45,15 +45,16 @@ the optimisation noise, not the posterior uncertainty.
 
 Example
 -------
+A 3-d standard Gaussian prior observed through a 2 x 3 averaging matrix: ``mu`` is one point
+per measurement.
+
 >>> import torch
->>> from invdiff.diffusion.gmm import Gaussian
+>>> import invdiff.diffusion.gmm as gmm
 >>> from invdiff.operators import Matrix
->>> prior = Gaussian(torch.zeros(2), 1.0)
->>> physics = Matrix(torch.eye(2)[:1], sigma=0.1)
->>> mu = REDDiff(prior, steps=50, progress=False)(torch.ones(1, 1), physics,
-...                                                generator=torch.Generator().manual_seed(0))
->>> mu.shape
-torch.Size([1, 2])
+>>> avg = Matrix(torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]]), sigma=0.05)
+>>> red = REDDiff(gmm.Gaussian(torch.zeros(3), 1.0), steps=30, progress=False)
+>>> red(torch.tensor([[1.0, -1.0]]), avg, generator=torch.Generator().manual_seed(0)).shape
+torch.Size([1, 3])
 """
 from __future__ import annotations
 

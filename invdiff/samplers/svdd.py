@@ -11,10 +11,12 @@ conditionals serve the next step, so NFE = ``steps * candidates`` (plus one for 
 No gradients are taken: only likelihood evaluations.
 
 >>> import torch
->>> from invdiff.diffusion.discrete import random_mixture, intensity_quantizer
->>> from invdiff.operators import Matrix
->>> prior = random_mixture(2, 4, 3, generator=torch.Generator().manual_seed(0), codebook=intensity_quantizer(3, (4,)))
->>> out = SVDD(prior, steps=4, candidates=2).sample(torch.zeros(1, 2), Matrix(torch.ones(2, 4), sigma=0.1), n_samples=3)
+>>> import invdiff.diffusion.discrete as discrete
+>>> import invdiff.operators as ops
+>>> codes = discrete.intensity_quantizer(3, (4,))
+>>> prior = discrete.random_mixture(2, 4, 3, generator=torch.Generator().manual_seed(0), codebook=codes)
+>>> svdd = SVDD(prior, steps=4, candidates=2)
+>>> out = svdd.sample(torch.zeros(1, 2), ops.Matrix(torch.ones(2, 4), sigma=0.1), n_samples=3)
 >>> out.samples.shape, out.nfe
 (torch.Size([3, 1, 4]), 9)
 """

@@ -48,12 +48,12 @@ resampling. No linear solve, any operator and likelihood.
 Example
 -------
 >>> import torch
->>> from invdiff.diffusion.gmm import Gaussian
->>> from invdiff.operators import Matrix
->>> prior = Gaussian(torch.zeros(2, dtype=torch.float64), 1.0)
->>> physics = Matrix(torch.eye(2, dtype=torch.float64)[:1], sigma=0.1)
->>> out = AdaptiveSMC(prior, steps=30, progress=False).sample(torch.ones(1, 1, dtype=torch.float64), physics,
-...                                                         n_samples=256, generator=torch.Generator().manual_seed(0))
+>>> import invdiff.diffusion.gmm as gmm
+>>> import invdiff.operators as ops
+>>> f64 = dict(dtype=torch.float64)
+>>> smc = AdaptiveSMC(gmm.Gaussian(torch.zeros(2, **f64), 1.0), steps=30, progress=False)
+>>> out = smc.sample(torch.ones(1, 1, **f64), ops.Matrix(torch.eye(2, **f64)[:1], sigma=0.1), n_samples=256,
+...                  generator=torch.Generator().manual_seed(0))
 >>> round(float(out.mean()[0, 0]), 1), bool(out.min_ess() >= 64)     # exact mean 1 / 1.01
 (1.0, True)
 """
