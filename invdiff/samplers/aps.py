@@ -84,7 +84,7 @@ def straight_through_sample(codebook, phi: Tensor, generator: torch.Generator | 
 
 @register("aps", "Anchored Posterior Sampling (Rout et al. 2025): quantized expectation + anchored remasking, discrete priors")
 class APS(DiscreteSampler):
-    """Anchored posterior sampling over a masked-diffusion prior with a codebook (see the module doc).
+    r"""Anchored posterior sampling over a masked-diffusion prior with a codebook (see the module doc).
 
     :param prior: masked-diffusion prior with ``codebook``.
     :param steps: reverse steps (network calls per sample).
@@ -93,7 +93,7 @@ class APS(DiscreteSampler):
     :param kl_weight: weight of the KL to the prior conditionals (``0``: data fit only).
     :param anchor_threshold: probability above which an earlier token that is still the
         optimised arg-max is kept as an anchor.
-    :param anchor_logit: logit margin given to already unmasked tokens in :math:`\\phi^{(0)}`.
+    :param anchor_logit: logit margin given to already unmasked tokens in :math:`\phi^{(0)}`.
     :param confidence_noise: Gumbel scale added to the log-confidence when ranking (0: greedy).
     :param straight_through: quantise the expected embedding (the paper) or use it as is.
     :param fit: ``"expectation"`` (the paper's quantized expectation) or ``"sample"`` (the data
