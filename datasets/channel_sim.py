@@ -31,6 +31,8 @@ from invdiff.datasets.channels import HPSMConfig, hpsm_channels
 from invdiff.utils import atomic_path, progress as _progress
 from invdiff.utils.io import remove_stale_temporaries
 
+from .resumable import chunk_plan, open_partial
+
 __all__ = ["simulate_channels", "SCHEMA"]
 
 SCHEMA = "invdiff-channels-1"
@@ -74,26 +76,9 @@ def simulate_channels(n: int, seed: int, out: str | os.PathLike, preset: str = "
         raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
     cfg = HPSMConfig.preset(preset, **overrides)
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
     manifest = dict(n=n, seed=int(seed), chunk=chunk, preset=preset, config=dataclasses.asdict(cfg))
-    manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back
-    if partial.exists():
-        try:
-            old = json.loads((partial / "manifest.json").read_text())
-        except (OSError, ValueError):
-            old = None
-        if old != manifest and any(partial.glob("chunk_*.nc")):
-            raise ValueError(f"{partial} holds an interrupted run with different arguments ({old}); "
-                             "rerun with those arguments or delete the folder")
-        if old != manifest:
-            shutil.rmtree(partial)
-    if not partial.exists():
-        partial.mkdir(parents=True)
-        with atomic_path(partial / "manifest.json") as tmp:
-            tmp.write_text(json.dumps(manifest, sort_keys=True))
-    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    files = [partial / f"chunk_{s:08d}_{e:08d}.nc" for s, e in bounds]
-    todo = [(b, f) for b, f in zip(bounds, files) if not f.exists()]
+    partial = open_partial(out, manifest)
+    bounds, files, todo = chunk_plan(partial, n, chunk)
     for (s, e), f in _progress(todo, progress, desc="simulate channel", unit="chunk", total=len(bounds),
                                initial=len(bounds) - len(todo)):
         _write(_chunk(cfg, int(seed), s, e, preset), f)

@@ -38,6 +38,8 @@ from invdiff.utils import atomic_path, check_positive, progress as _progress
 from invdiff.utils.io import remove_stale_temporaries
 from invdiff.utils.random import rand, randn
 
+from .resumable import chunk_plan, open_partial
+
 SCHEMA = "invdiff.pde/1"
 PDES = ("burgers", "ns2d", "heat")
 
@@ -292,29 +294,9 @@ def simulate(pde: str, n: int, seed: int, out: str | os.PathLike, chunk: int = 1
         raise ValueError(f"chunk: expected a positive integer, got {chunk}")
     cfg = default_config(pde, resolution, **overrides)
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
     manifest = dict(pde=pde, n=int(n), seed=int(seed), chunk=int(chunk), config=cfg, dtype=str(dtype))
-    if partial.exists():
-        try:
-            old = json.loads((partial / "manifest.json").read_text())
-        except (OSError, ValueError):
-            old = None
-        if old != manifest and not any(partial.glob("chunk_*.nc")):  # nothing finished: start afresh
-            shutil.rmtree(partial)
-            old = manifest
-            partial.mkdir(parents=True)
-            with atomic_path(partial / "manifest.json") as tmp:
-                tmp.write_text(json.dumps(manifest, sort_keys=True))
-        if old != manifest:
-            raise ValueError(f"{partial} holds an interrupted run with different arguments ({old}); "
-                             f"rerun with those arguments or delete the folder")
-    else:
-        partial.mkdir(parents=True)
-        with atomic_path(partial / "manifest.json") as tmp:
-            tmp.write_text(json.dumps(manifest, sort_keys=True))
-    bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    files = [partial / f"chunk_{s:08d}_{e:08d}.nc" for s, e in bounds]
-    todo = [(b, f) for b, f in zip(bounds, files) if not f.exists()]
+    partial = open_partial(out, manifest)
+    bounds, files, todo = chunk_plan(partial, n, chunk)
     bar = _progress(todo, progress, desc=f"simulate {pde}", unit="chunk", total=len(bounds), initial=len(bounds) - len(todo))
     try:
         for (s, e), f in bar:
