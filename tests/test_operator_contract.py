@@ -6,11 +6,10 @@ checked for: ``x_shape``/``y_shape`` (against the shape ``A`` returns), ``op.lin
 deepinv's ``LinearPhysics``), the adjoint identity of linear operators (float64 and float32),
 the dtype and device it was asked for, noise that the generator makes reproducible, and the one
 rule for conflicting or bad common arguments. A factory added later is picked up
-automatically; give it a small configuration in ``SMALL`` if its defaults are slow.
+automatically; give it a small configuration in ``SMALL`` of ``tests/operator_configs.py`` if its defaults are slow.
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
@@ -18,44 +17,10 @@ import torch
 from deepinv.physics import GaussianNoise, LinearPhysics
 
 from invdiff import operators
-from invdiff.operators.registry import _REGISTRY
+from tests.operator_configs import small
 
 F64 = torch.float64
-PDE_SOLVER = dict(t_final=0.02, n_frames=3)
-SMALL = {
-    "matrix": dict(m=5, n=7),
-    "ct-sparse-view": dict(size=12, views=4),
-    "ct-limited-angle": dict(size=12, views=6),
-    "ct-fan": dict(size=12, views=6),
-    "mri-4x": dict(size=12),
-    "mri-multicoil-8x": dict(size=12, coils=2, acceleration=3),
-    "blur-gaussian": dict(size=12, blur_sigma=0.8),
-    "blur-motion": dict(size=12, kernel_size=5),
-    "blur-uniform": dict(size=12, kernel_size=3),
-    "volume-ct": dict(size=8, depth=3, views=3),
-    "volume-mri": dict(size=8, depth=3),
-    "volume-ct-limited-angle": dict(size=8, depth=3, views=4),
-    "volume-mri-slices": dict(size=8, depth=3),
-    "channel-hybrid-bf": dict(nr=4, nt=4, frames=4, rf_chains=2, tx_rf_chains=2),
-    "pde-burgers": dict(n=16, **PDE_SOLVER),
-    "pde-burgers-dirichlet": dict(n=9, **PDE_SOLVER),
-    "pde-ns2d": dict(n=8, **PDE_SOLVER),
-    "pde-heat": dict(grid=(16,), n_frames=3),
-    "pde-observed": dict(solver_kwargs=dict(n=16, **PDE_SOLVER), n_sensors=4),
-    "pde-sensors": dict(grid=(16,), n_sensors=4),
-    "pde-subsample-space": dict(grid=(16,)),
-    "pde-subsample-time": dict(grid=(16,), n_frames=5),
-    "pde-time-window": dict(grid=(16,), n_frames=5, start=1, stop=3),
-}
 NAMES = sorted(operators.available())
-
-
-def small(name: str, **kw):
-    args = dict(SMALL.get(name, {}))
-    if name not in SMALL and "size" in inspect.signature(_REGISTRY.get(name)).parameters:
-        args["size"] = 8
-    args.update(kw)
-    return operators.make(name, **args)
 
 
 def supports_poisson(op) -> bool:

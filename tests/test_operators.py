@@ -6,7 +6,6 @@ norm; skimage's ``radon``, numpy's ``fft2`` and scipy's ``ndimage.convolve`` for
 """
 from __future__ import annotations
 
-import inspect
 
 import numpy as np
 import pytest
@@ -16,31 +15,18 @@ from deepinv.physics import LinearPhysics
 from invdiff import operators
 from invdiff.operators import CT, Blur2D, Matrix, MultiCoilMRI, SingleCoilMRI, Volume
 
-# small, fast configurations of each registered operator (defaults are 64x64 images)
-SMALL = {
-    "matrix": dict(m=5, n=7),
-    "ct-sparse-view": dict(size=12, views=4),
-    "ct-limited-angle": dict(size=12, views=6),
-    "ct-fan": dict(size=12, views=6),
-    "mri-4x": dict(size=12),
-    "mri-multicoil-8x": dict(size=12, coils=2, acceleration=3),
-    "blur-gaussian": dict(size=12, blur_sigma=0.8),
-    "blur-motion": dict(size=12, kernel_size=5),
-    "blur-uniform": dict(size=12, kernel_size=3),
-    "volume-ct": dict(size=8, depth=3, views=3),
-    "volume-mri": dict(size=8, depth=3, axis=3),  # chunking: test_volume_is_slice_wise
-}
+# small, fast configurations of each registered operator (defaults are 64x64 images); volume-mri
+# along axis 3 so that test_volume_is_slice_wise exercises the chunking
+from tests.operator_configs import SMALL as _SMALL, small as _small  # noqa: E402
+
+SMALL = {**_SMALL, "volume-mri": dict(size=8, depth=3, axis=3)}
 NAMES = sorted(n for n in operators.available() if not n.startswith("pde-"))
 PDE_NAMES = sorted(n for n in operators.available() if n.startswith("pde-"))
 
 
 def small(name: str, **kw):
-    """The operator ``name`` at a small size (``size=8`` for operators not listed in SMALL)."""
-    kwargs = dict(SMALL.get(name, {}))
-    if name not in SMALL and "size" in inspect.signature(operators.registry._REGISTRY.get(name)).parameters:
-        kwargs["size"] = 8
-    kwargs.update(kw)
-    return operators.make(name, **kwargs)
+    """The operator ``name`` at a small size (see ``tests/operator_configs.py``)."""
+    return _small(name, **{**SMALL.get(name, {}), **kw})
 
 
 def rand(shape, seed, dtype=torch.float64):
