@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,8 @@ import torch
 
 from invdiff.datasets.channels import HPSMConfig, hpsm_channels
 from invdiff.utils import atomic_path, progress as _progress
-from invdiff.utils.io import remove_stale_temporaries
 
-from .resumable import chunk_plan, open_partial
+from .resumable import chunk_plan, merge_chunks, open_partial
 
 __all__ = ["simulate_channels", "SCHEMA"]
 
@@ -68,7 +66,6 @@ def _write(ds, path: Path) -> None:
 def simulate_channels(n: int, seed: int, out: str | os.PathLike, preset: str = "60ghz", chunk: int = 1024,
                       progress: bool = True, **overrides) -> Path:
     """Write ``n`` HPSM channels of ``preset`` (with ``overrides`` of :class:`HPSMConfig`) to ``out``."""
-    import xarray as xr
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
@@ -82,14 +79,5 @@ def simulate_channels(n: int, seed: int, out: str | os.PathLike, preset: str = "
     for (s, e), f in _progress(todo, progress, desc="simulate channel", unit="chunk", total=len(bounds),
                                initial=len(bounds) - len(todo)):
         _write(_chunk(cfg, int(seed), s, e, preset), f)
-    parts = [xr.open_dataset(f, engine="h5netcdf") for f in files]
-    try:
-        ds = xr.concat(parts, dim="sample", data_vars="minimal", coords="minimal", compat="override").load()
-    finally:
-        for p in parts:
-            p.close()
-    ds.attrs.update(parts[0].attrs, n_samples=n)
-    _write(ds, out)
-    shutil.rmtree(partial)
-    remove_stale_temporaries(out)
+    merge_chunks(files, out, partial, n, _write)
     return out

@@ -35,10 +35,9 @@ import numpy as np
 import torch
 
 from invdiff.utils import atomic_path, check_positive, progress as _progress
-from invdiff.utils.io import remove_stale_temporaries
 from invdiff.utils.random import rand, randn
 
-from .resumable import chunk_plan, open_partial
+from .resumable import chunk_plan, merge_chunks, open_partial
 
 SCHEMA = "invdiff.pde/1"
 PDES = ("burgers", "ns2d", "heat")
@@ -286,7 +285,6 @@ def simulate(pde: str, n: int, seed: int, out: str | os.PathLike, chunk: int = 1
     skipped by a rerun with the same arguments; a rerun with different arguments is refused.
     Atomic: ``out`` is written to a temporary name and renamed once complete.
     """
-    import xarray as xr
 
     if int(n) != n or n < 1:
         raise ValueError(f"n: expected a positive number of samples, got {n}")
@@ -310,16 +308,7 @@ def simulate(pde: str, n: int, seed: int, out: str | os.PathLike, chunk: int = 1
         if not any(partial.glob("chunk_*.nc")):  # a failed run with nothing to resume leaves nothing behind
             shutil.rmtree(partial, ignore_errors=True)
         raise
-    parts = [xr.open_dataset(f, engine="h5netcdf") for f in files]
-    try:
-        ds = xr.concat(parts, dim="sample", data_vars="minimal", coords="minimal", compat="override").load()
-    finally:
-        for p in parts:
-            p.close()
-    ds.attrs.update(parts[0].attrs if parts else {}, n_samples=int(n))
-    _write(ds, out)
-    shutil.rmtree(partial)
-    remove_stale_temporaries(out)  # hidden temporaries of killed earlier runs
+    merge_chunks(files, out, partial, n, _write)
     return out
 
 

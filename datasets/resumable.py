@@ -17,9 +17,9 @@ import json
 import shutil
 from pathlib import Path
 
-from invdiff.utils.io import atomic_path
+from invdiff.utils.io import atomic_path, remove_stale_temporaries
 
-__all__ = ["open_partial", "chunk_plan"]
+__all__ = ["open_partial", "chunk_plan", "merge_chunks"]
 
 
 def open_partial(out: Path, manifest: dict) -> Path:
@@ -50,3 +50,21 @@ def chunk_plan(partial: Path, n: int, chunk: int):
     files = [partial / f"chunk_{s:08d}_{e:08d}.nc" for s, e in bounds]
     todo = [(b, f) for b, f in zip(bounds, files) if not f.exists()]
     return bounds, files, todo
+
+
+def merge_chunks(files, out: Path, partial: Path, n: int, write) -> Path:
+    """Concatenate the finished chunk files along ``sample`` into ``out`` (``write(ds, path)``,
+    atomic), then remove ``partial`` and the hidden temporaries of killed earlier runs."""
+    import xarray as xr
+
+    parts = [xr.open_dataset(f, engine="h5netcdf") for f in files]
+    try:
+        ds = xr.concat(parts, dim="sample", data_vars="minimal", coords="minimal", compat="override").load()
+    finally:
+        for p in parts:
+            p.close()
+    ds.attrs.update(parts[0].attrs if parts else {}, n_samples=int(n))
+    write(ds, out)
+    shutil.rmtree(partial)
+    remove_stale_temporaries(out)
+    return out

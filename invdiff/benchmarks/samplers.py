@@ -432,12 +432,12 @@ def _tv(p: torch.Tensor, w: torch.Tensor) -> float:
     return 0.5 * float((p - w).abs().sum())
 
 
-def exact_posterior_images(quick: bool, device: str) -> list[dict]:
-    """TV distance between exact posterior weights and each sampler's nearest-image histogram."""
+def phantom_posterior_problem(n_prior: int, views: int, device="cpu"):
+    """The exact-posterior problem over ``n_prior`` 32 x 32 CT phantoms: ``(prior, images, physics,
+    y, sigma_y, w, hist)`` with ``sigma_y`` set so that the exact weights ``w`` have ESS about 4 and
+    ``hist(idx, weights=None)`` the normalised histogram of image indices."""
     from invdiff.operators import make
-    from invdiff.samplers import DPS, REDDiff
 
-    n_prior, n, steps, views = (128, 64, 100, 2) if quick else (384, 256, 200, 2)
     prior, images, _ = _phantom_prior(n_prior, 0, 32, device)
     x_true = images[:1]
     clean_physics = make("ct-sparse-view", size=32, views=views, device=device)
@@ -454,6 +454,16 @@ def exact_posterior_images(quick: bool, device: str) -> list[dict]:
         h = torch.zeros(K, dtype=torch.float64)
         h.index_add_(0, idx.cpu(), torch.ones(len(idx), dtype=torch.float64) if weights is None else weights.double().cpu())
         return h / h.sum()
+
+    return prior, images, physics, y, sigma_y, w, hist
+
+
+def exact_posterior_images(quick: bool, device: str) -> list[dict]:
+    """TV distance between exact posterior weights and each sampler's nearest-image histogram."""
+    from invdiff.samplers import DPS, REDDiff
+
+    n_prior, n, steps, views = (128, 64, 100, 2) if quick else (384, 256, 200, 2)
+    prior, images, physics, y, sigma_y, w, hist = phantom_posterior_problem(n_prior, views, device)
 
     rows = []
     g = torch.Generator().manual_seed(3)

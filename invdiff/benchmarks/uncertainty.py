@@ -20,7 +20,6 @@ what it used.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -150,26 +149,10 @@ def mixture_defaults(names=("smc-adaptive", "daps"), dims=((8, 1), (8, 2), (80, 
 
 def phantom_tv(names=("smc-adaptive", "daps"), n_prior: int = 384, n: int = 256, views: int = 2) -> list[dict]:
     """TV to the exact posterior weights over ``n_prior`` 32 x 32 CT phantoms (defaults of each sampler)."""
-    from invdiff.benchmarks.samplers import _assign, _phantom_prior, _sigma_for_ess, _tv, exact_weights
-    from invdiff.operators import make as make_op
+    from invdiff.benchmarks.samplers import _assign, _tv, phantom_posterior_problem
     from invdiff.samplers import make
 
-    prior, images, _ = _phantom_prior(n_prior, 0, 32, "cpu")
-    x_true = images[:1]
-    clean = make_op("ct-sparse-view", size=32, views=views)
-    with torch.no_grad():
-        noise = torch.randn(clean.A(x_true).shape, generator=torch.Generator().manual_seed(2))
-    sigma_y = _sigma_for_ess(images, clean, x_true, noise, target=4.0)
-    physics = make_op("ct-sparse-view", size=32, views=views, sigma=sigma_y)
-    with torch.no_grad():
-        y = physics.A(x_true) + sigma_y * noise
-    w = exact_weights(images, physics, y, sigma_y)
-    K = len(images)
-
-    def hist(idx, weights=None):
-        h = torch.zeros(K, dtype=torch.float64)
-        h.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64) if weights is None else weights.double())
-        return h / h.sum()
+    prior, images, physics, y, sigma_y, w, hist = phantom_posterior_problem(n_prior, views)
 
     g = torch.Generator().manual_seed(3)
     floor = sum(_tv(hist(torch.multinomial(w, n, replacement=True, generator=g)), w) for _ in range(20)) / 20
