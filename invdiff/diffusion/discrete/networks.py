@@ -60,9 +60,9 @@ class MaskedTransformer(nn.Module):
 
 
 class _ResBlock(nn.Module):
-    def __init__(self, width: int, dropout: float) -> None:
+    def __init__(self, width: int, dropout: float, dilation: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(8, width), nn.GELU(), nn.Conv2d(width, width, 3, padding=1),
+        self.body = nn.Sequential(nn.GroupNorm(8, width), nn.GELU(), nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation),
                                   nn.GroupNorm(8, width), nn.GELU(), nn.Dropout(dropout),
                                   nn.Conv2d(width, width, 3, padding=1))
 
@@ -75,7 +75,9 @@ class MaskedConvNet(nn.Module):
 
     Token embedding (``V + 1`` symbols) plus a learned position embedding, ``blocks``
     residual blocks of two 3x3 convolutions (GroupNorm, GELU), a 1x1 read-out to ``V``
-    logits. Time-agnostic. Local structure is learned from the first steps, which a small
+    logits. ``dilations`` (one per block, default all 1) dilates the first convolution of each
+    block, which widens the receptive field on larger grids (the 32x32 phantoms: dilations
+    1, 2, 4, 8, 1, 2 reach 39 pixels, against 25 undilated). Time-agnostic. Local structure is learned from the first steps, which a small
     transformer on 1,497 digits was not (it stayed at the factorised marginals for its first
     700 steps on our CPU budget).
 
@@ -86,12 +88,15 @@ class MaskedConvNet(nn.Module):
     """
 
     def __init__(self, vocab_size: int, height: int, width_px: int, width: int = 64, blocks: int = 5,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, dilations: list[int] | None = None) -> None:
         super().__init__()
+        dilations = [1] * blocks if dilations is None else [int(d) for d in dilations]
+        if len(dilations) != blocks or min(dilations, default=1) < 1:
+            raise ValueError(f"dilations: expected {blocks} ints >= 1 (one per block), got {dilations}")
         self.vocab_size, self.seq_len, self.hw = int(vocab_size), int(height * width_px), (int(height), int(width_px))
         self.embed = nn.Embedding(vocab_size + 1, width)
         self.pos = nn.Parameter(0.02 * torch.randn(width, height, width_px))
-        self.blocks = nn.Sequential(*[_ResBlock(width, dropout) for _ in range(blocks)])
+        self.blocks = nn.Sequential(*[_ResBlock(width, dropout, d) for d in dilations])
         self.out = nn.Sequential(nn.GroupNorm(8, width), nn.GELU(), nn.Conv2d(width, vocab_size, 1))
 
     @property

@@ -67,14 +67,39 @@ class DiscretePrior(nn.Module):
         return self.net.logits(z).double()
 
 
-def discrete_data(spec: dict) -> tuple[Tensor, tuple[int, ...]]:
-    """Training tokens ``(N, L)`` and the signal shape of a config's ``data`` entry (``"digits"``)."""
-    if spec.get("dataset") != "digits":
-        raise ValueError(f"data.dataset: expected 'digits', got {spec.get('dataset')!r}")
-    from invdiff.datasets.digits import load_digits
+def discrete_data(spec: dict, levels: int | None = None) -> tuple[Tensor, tuple[int, ...]]:
+    """Training tokens ``(N, L)`` and the signal shape of a config's ``data`` entry.
 
-    images, _ = load_digits(spec.get("split", "train"))
-    return images.reshape(images.shape[0], -1), (1, 8, 8)
+    ``{"dataset": "digits", "split": "train" | "test"}``: the 8x8 digits, one token per pixel
+    (their 17 integer intensities). ``{"dataset": "ct-phantom", "size": 32, "n": 16384, "seed": 1,
+    "split": "train" | "test"}``: ``n`` random-ellipse phantoms drawn from ``seed``
+    (``datasets/phantoms.py``; the test split is the fixed held-out set ``test_set(name, n_test)``
+    from ``TEST_SEED``), quantised to ``levels`` equally spaced intensities on [0, 1].
+    """
+    name = spec.get("dataset")
+    if name == "digits":
+        from invdiff.datasets.digits import load_digits
+
+        images, _ = load_digits(spec.get("split", "train"))
+        return images.reshape(images.shape[0], -1), (1, 8, 8)
+    if name in ("ct-phantom",):
+        from invdiff.datasets.phantoms import make_generator, test_set
+
+        if levels is None:
+            raise ValueError("phantom data: expected the number of quantisation levels")
+        size = int(spec.get("size", 32))
+        if spec.get("split", "train") == "test":
+            x = test_set(name, int(spec.get("n_test", 256)), size)
+        else:
+            x = make_generator(name, size=size)(int(spec.get("n", 16384)), generator=torch.Generator().manual_seed(int(spec.get("seed", 1))))
+        x_shape = tuple(x.shape[1:])
+        return intensity_quantizer(int(levels), x_shape).encode(x), x_shape
+    raise ValueError(f"data.dataset: expected 'digits' or 'ct-phantom', got {name!r}")
+
+
+DATA_SOURCES = {"digits": "UCI optical digits (scikit-learn copy), invdiff/assets/digits-8x8.csv.gz",
+                "ct-phantom": "random-ellipse CT phantoms, datasets/phantoms.py (ct_phantoms), drawn from data.seed; "
+                              "test: test_set (TEST_SEED)"}
 
 
 def _codebook(cfg: dict, x_shape) -> Codebook:
@@ -89,8 +114,8 @@ def train_discrete(cfg: dict, out_dir: str | Path, command: str | None = None, p
         torch.set_num_threads(int(threads))
     torch.manual_seed(int(cfg["seed"]))
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
-    tokens, x_shape = discrete_data(cfg["data"])
-    test_tokens, _ = discrete_data({**cfg["data"], "split": "test"})
+    tokens, x_shape = discrete_data(cfg["data"], cfg["levels"])
+    test_tokens, _ = discrete_data({**cfg["data"], "split": "test"}, cfg["levels"])
     net_spec = dict(cfg["network"])
     net = build_discrete_network(net_spec.pop("name"), vocab_size=int(cfg["levels"]), seq_len=tokens.shape[1], **net_spec)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
@@ -120,12 +145,13 @@ def train_discrete(cfg: dict, out_dir: str | Path, command: str | None = None, p
             print(f"step {step} loss {sum(losses[-100:]) / len(losses[-100:]):.3f} ({time.time() - t0:.0f}s)", flush=True)
     eval_gen = torch.Generator().manual_seed(12345)
     with torch.no_grad():
+        reps, n_eval = int(cfg.get("eval_repeats", 20)), int(cfg.get("eval_train_n", 300))
         test_loss = float(torch.cat([mdlm_loss(ema, test_tokens, cfg.get("schedule", "loglinear"), generator=eval_gen)
-                                     for _ in range(20)]).mean())
-        train_loss = float(torch.cat([mdlm_loss(ema, tokens[:300], cfg.get("schedule", "loglinear"), generator=eval_gen)
-                                      for _ in range(20)]).mean())
+                                     for _ in range(reps)]).mean())
+        train_loss = float(torch.cat([mdlm_loss(ema, tokens[:n_eval], cfg.get("schedule", "loglinear"), generator=eval_gen)
+                                      for _ in range(reps)]).mean())
     card = {"name": cfg["name"], "config": cfg, "x_shape": list(x_shape), "seq_len": tokens.shape[1],
-            "data": {**cfg["data"], "n": tokens.shape[0], "source": "UCI optical digits (scikit-learn copy), invdiff/assets/digits-8x8.csv.gz"},
+            "data": {**cfg["data"], "n": tokens.shape[0], "n_test": test_tokens.shape[0], "source": DATA_SOURCES[cfg["data"]["dataset"]]},
             "seed": cfg["seed"], "steps": steps, "final_loss_last100": sum(losses[-100:]) / min(100, len(losses)),
             "ema_train_loss_nats_per_image": train_loss, "ema_test_loss_nats_per_image": test_loss,
             "parameters": sum(p.numel() for p in net.parameters()), "torch_version": torch.__version__,
