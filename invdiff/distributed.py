@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["rank_world", "shard_bounds", "shard_items", "all_gather_rows", "local_rows", "local_randn",
-           "sharded_resample", "barrier"]
+           "sharded_resample", "barrier", "ParticleShard"]
 
 
 def _dist():
@@ -117,6 +117,106 @@ def local_randn(shape: Sequence[int], n_total: int, batch: int, generator: torch
     return local_rows(full, n_total, batch)
 
 
+class ParticleShard:
+    r"""This rank's block of the ``n_total`` particles of each of ``batch`` measurements.
+
+    Rows ``k * batch + b`` of the working batch with ``k`` in ``[start, stop)``
+    (:func:`shard_bounds`). Everything an SMC sampler does across particles goes through it:
+    random draws (:meth:`randn`, :meth:`rand`: the full draw of ``n_total * batch`` rows, sliced,
+    so the generator advances as in one process), weights and reductions over all particles
+    (:meth:`gather`, :meth:`fold`) and resampling (:meth:`take`). With ``world == 1`` every method
+    is the plain single-process operation (the same calls, bit for bit).
+
+    >>> sh = ParticleShard(n_total=5, batch=2, rank=1, world=2)
+    >>> sh.start, sh.stop, sh.n_local
+    (3, 5, 2)
+    >>> g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    >>> torch.equal(sh.randn((4, 3), g1), torch.randn(10, 3, generator=g2)[6:])
+    True
+    """
+
+    def __init__(self, n_total: int, batch: int, rank: int = 0, world: int = 1) -> None:
+        if not (isinstance(n_total, int) and n_total >= world >= 1 and batch >= 1):
+            raise ValueError(f"particles: expected n_total >= world >= 1 and batch >= 1 (at least one particle per rank), "
+                             f"got n_total {n_total!r}, world {world}, batch {batch}")
+        self.n_total, self.batch, self.rank, self.world = int(n_total), int(batch), int(rank), int(world)
+        self.start, self.stop = shard_bounds(self.n_total, self.rank, self.world)
+
+    @classmethod
+    def current(cls, n_total: int, batch: int) -> "ParticleShard":
+        """The shard of this process under ``torchrun`` (one process: all particles)."""
+        rank, world = rank_world()
+        return cls(n_total, batch, rank, world)
+
+    @property
+    def n_local(self) -> int:
+        """Particles per measurement on this rank."""
+        return self.stop - self.start
+
+    def __repr__(self) -> str:
+        return f"ParticleShard(n_total={self.n_total}, batch={self.batch}, rank={self.rank}, world={self.world})"
+
+    def _draw(self, fn, shape, generator, device, dtype) -> Tensor:
+        shape = tuple(shape)
+        if self.world == 1:
+            return fn(shape, generator, device, dtype)
+        if shape[0] != self.n_local * self.batch:
+            raise ValueError(f"draw: expected {self.n_local} x {self.batch} local rows, got shape {shape}")
+        return self.local(fn((self.n_total * self.batch, *shape[1:]), generator, device, dtype))
+
+    def randn(self, shape, generator: torch.Generator | None = None, device=None, dtype=None) -> Tensor:
+        """Standard normal noise for the local rows ``shape`` (the full draw, sliced)."""
+        from invdiff.utils.random import randn
+
+        return self._draw(randn, shape, generator, device, dtype)
+
+    def rand(self, shape, generator: torch.Generator | None = None, device=None, dtype=None) -> Tensor:
+        """Uniform [0, 1) draws for the local rows ``shape`` (the full draw, sliced)."""
+        from invdiff.utils.random import rand
+
+        return self._draw(rand, shape, generator, device, dtype)
+
+    def gather(self, t: Tensor) -> Tensor:
+        """All ``n_total * batch`` rows from every rank's local rows (rank order = particle order)."""
+        return t if self.world == 1 else all_gather_rows(t)
+
+    def local(self, t: Tensor) -> Tensor:
+        """This rank's rows of a full ``(n_total * batch, ...)`` tensor."""
+        return t if self.world == 1 else t[self.start * self.batch:self.stop * self.batch]
+
+    def fold(self, t: Tensor) -> Tensor:
+        """``(n_total * batch, ...) -> (n_total, batch, ...)``."""
+        return t.reshape(self.n_total, self.batch, *t.shape[1:])
+
+    def take(self, idx: Tensor, *tensors: Tensor) -> list[Tensor]:
+        """Local rows after reindexing particles by ancestors ``idx`` ``(n_total, batch)``: row
+        ``k * batch + b`` becomes row ``idx[k, b] * batch + b`` of the full (gathered) tensor."""
+        rows = (idx * self.batch + torch.arange(self.batch, device=idx.device)[None, :]).reshape(-1)
+        if self.world == 1:
+            return [t[rows] for t in tensors]
+        return [self.local(self.gather(t)[rows]) for t in tensors]
+
+    def check_generator(self, generator: torch.Generator | None) -> None:
+        """Refuse to run sharded without a generator, or with generators in different states
+        (every rank must draw the same ancestors and the same full noise)."""
+        if self.world == 1:
+            return
+        if generator is None:
+            raise ValueError("particles sharded over ranks: pass a torch.Generator seeded alike on every rank "
+                             "(the global random state differs between processes)")
+        state = generator.get_state()
+        states = all_gather_rows(state[None].to(_collective_device()))
+        if not bool((states == states[:1]).all()):
+            raise ValueError("particles sharded over ranks: the generators differ between ranks; seed them alike")
+
+
+def _collective_device() -> torch.device:
+    d = _dist()
+    if d is not None and d.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def sharded_resample(local_log_w: Tensor, local_tensors: Sequence[Tensor], n_total: int, batch: int,
                      method: str = "systematic", generator: torch.Generator | None = None,
                      ess_threshold: float = 1.0) -> tuple[Tensor, list[Tensor]]:
@@ -131,17 +231,17 @@ def sharded_resample(local_log_w: Tensor, local_tensors: Sequence[Tensor], n_tot
     """
     from invdiff.samplers.smc.resampling import ess, resample
 
-    lw = all_gather_rows(local_log_w)
+    rank, world = rank_world(init=False)
+    sh = ParticleShard(n_total, batch, rank, world)
+    lw = sh.gather(local_log_w)
     if lw.shape[0] != n_total * batch:
         raise ValueError(f"log-weights: expected {n_total} x {batch} rows over all ranks, got {lw.shape[0]}")
-    full = [all_gather_rows(t) for t in local_tensors]
-    folded = lw.reshape(n_total, batch)
+    folded = sh.fold(lw)
     low = ess(folded) < ess_threshold * n_total
     if not bool(low.any()):
         return local_log_w, list(local_tensors)
     idx = resample(folded, method, generator)
     keep = torch.arange(n_total, device=idx.device)[:, None].expand_as(idx)
     idx = torch.where(low[None, :], idx, keep)
-    rows = (idx * batch + torch.arange(batch, device=idx.device)[None, :]).reshape(-1)
     new_lw = torch.where(low[None, :], torch.zeros_like(folded), folded.gather(0, idx)).reshape(-1)
-    return local_rows(new_lw, n_total, batch), [local_rows(t[rows], n_total, batch) for t in full]
+    return sh.local(new_lw), sh.take(idx, *local_tensors)

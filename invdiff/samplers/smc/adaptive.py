@@ -72,7 +72,6 @@ from invdiff.diffusion.solvers import ancestral_sigmas
 from invdiff.samplers.smc.base import SMCBase, analytic_x0_var
 from invdiff.samplers.smc.resampling import Resampling
 from invdiff.utils.progress import progress as progress_bar
-from invdiff.utils.random import rand, randn
 
 __all__ = ["AdaptiveSMC"]
 
@@ -94,6 +93,9 @@ class AdaptiveSMC(SMCBase):
         :class:`~invdiff.samplers.TwistedSMC`.
     :param bisection_iters: bisection steps per level.
     :param var_fraction: last fraction of levels whose :math:`\\hat x_0` enter ``trace["x0_var"]``.
+    :param shard_particles: split the particles over ``torchrun`` ranks (:mod:`invdiff.samplers.smc.base`);
+        the conditional ESS, the temperatures and the MALA acceptance rate are computed from the
+        particles of all ranks, so the run equals the one-process run with the same seed.
     """
 
     def __init__(self, prior, steps: int = 100, *, target_ess: float = 0.7, mala_steps: int = 1,
@@ -101,10 +103,10 @@ class AdaptiveSMC(SMCBase):
                  sigma_max: float = 80.0, sigma_min: float = 0.002, sigmas: Tensor | None = None, eta: float = 1.0,
                  resampling: Resampling = "systematic", ess_threshold: float = 0.5, analytic_variance: bool = True,
                  bisection_iters: int = 12, var_fraction: float = 0.25, progress: bool = True,
-                 on_nan: str = "raise") -> None:
+                 on_nan: str = "raise", shard_particles: bool = False) -> None:
         super().__init__(prior, steps, sigma_max=sigma_max, sigma_min=sigma_min, sigmas=sigmas, eta=eta,
                          resampling=resampling, ess_threshold=ess_threshold, analytic_variance=analytic_variance,
-                         progress=progress, on_nan=on_nan)
+                         progress=progress, on_nan=on_nan, shard_particles=shard_particles)
         checks = (("target_ess", target_ess, 0 < target_ess < 1), ("mala_scale", mala_scale, mala_scale > 0),
                   ("var_fraction", var_fraction, 0 < var_fraction <= 1))
         for name, v, ok in checks:
@@ -130,15 +132,17 @@ class AdaptiveSMC(SMCBase):
 
     def _cess(self, log_w: Tensor, inc: Tensor) -> Tensor:
         """Conditional ESS (Zhou, Johansen & Aston 2016) of the increment ``inc`` under the current
-        normalised weights, per measurement: :math:`N (\\sum_i W_i w_i)^2 / \\sum_i W_i w_i^2`."""
-        lw, li = self._problem.fold(log_w), self._problem.fold(inc)
+        normalised weights, per measurement: :math:`N (\\sum_i W_i w_i)^2 / \\sum_i W_i w_i^2`
+        (``log_w`` and ``inc`` of all particles, as gathered by :meth:`_temper`)."""
+        lw, li = self._shard.fold(log_w), self._shard.fold(inc)
         logW = lw - torch.logsumexp(lw, 0, keepdim=True)
         return lw.shape[0] * torch.exp(2 * torch.logsumexp(logW + li, 0) - torch.logsumexp(logW + 2 * li, 0))
 
     def _temper(self, log_w: Tensor, base: Tensor, T: Tensor, gamma: float) -> tuple[float, bool]:
         """Largest ``g' <= 1`` with the conditional ESS of ``base + g' T`` >= target for every
         measurement (bisection from the last feasible of ``gamma`` and 0); ``forced`` when none is."""
-        target = self.target_ess * self._problem.n_samples
+        target = self.target_ess * self._shard.n_total
+        log_w, base, T = (self._shard.gather(t) for t in (log_w, base, T))
 
         def score(gp):
             return float(self._cess(log_w, base + gp * T).min())
@@ -159,14 +163,14 @@ class AdaptiveSMC(SMCBase):
         for _ in range(self.mala_steps):
             h = self._c * sigma**2
             x, grad = st["x"], st["score"] + gamma * st["g"]
-            prop = x + h * grad + math.sqrt(2 * h) * randn(x.shape, generator, x.device, x.dtype)
+            prop = x + h * grad + math.sqrt(2 * h) * self._shard.randn(x.shape, generator, x.device, x.dtype)
             new = self._twist(prop, sigma)
             grad_new = new["score"] + gamma * new["g"]
             log_a = (log_density_ratio(x, prop, st["score"], new["score"]) + gamma * (new["T"] - st["T"])
                      + mala_log_q(x, prop, grad_new, h) - mala_log_q(prop, x, grad, h))
-            acc = torch.log(rand(log_a.shape, generator, x.device, x.dtype)) < log_a
+            acc = torch.log(self._shard.rand(log_a.shape, generator, x.device, x.dtype)) < log_a
             st = {k: torch.where(acc.reshape(-1, *([1] * (v.ndim - 1))), new[k], v) for k, v in st.items()}
-            rate = float(acc.double().mean())
+            rate = float(self._shard.gather(acc).double().mean())
             trace["acceptance"].append(rate)
             trace["mala_scale"].append(self._c)
             self._c = min(max(self._c * math.exp(2.0 * (rate - ACCEPT_TARGET)), 1e-4), 2.0)
@@ -176,11 +180,11 @@ class AdaptiveSMC(SMCBase):
         """Guided move to ``sigma_next``, twist there (one call + VJP), next temperature by bisection."""
         problem = self._problem
         down, up = ancestral_sigmas(sigma, sigma_next, self.eta)
-        v = analytic_x0_var(problem, st["x"], st["x0"], log_w, sigma) if self.analytic_variance else 0.0
+        v = analytic_x0_var(problem, st["x"], st["x0"], log_w, sigma, self._shard) if self.analytic_variance else 0.0
         m = st["x0"] + (down / sigma) * (st["x"] - st["x0"])
         tau = up**2 + (1.0 - down / sigma) ** 2 * v
         drift = tau * gamma * st["g"]
-        x_new = m + drift + math.sqrt(tau) * randn(m.shape, generator, m.device, m.dtype)
+        x_new = m + drift + math.sqrt(tau) * self._shard.randn(m.shape, generator, m.device, m.dtype)
         x_new = self.check(x_new, i, fallback=m)
         new = self._twist(x_new, sigma_next)
         d = x_new - m
@@ -211,7 +215,7 @@ class AdaptiveSMC(SMCBase):
         trace: dict = {"ess": [], "resampled": [], "gamma": [], "sigma": [sig[0]], "acceptance": [], "mala_scale": [], "forced": [],
                        "twist_scale": self._s0}
         x0_hist: list[Tensor] = []
-        st = self._twist(sig[0] * randn((n, *shape), generator, dev, dt), sig[0])
+        st = self._twist(sig[0] * self._shard.randn((n, *shape), generator, dev, dt), sig[0])
         zero = torch.zeros(n, dtype=dt, device=dev)
         gamma, forced = self._temper(zero, zero, st["T"], 0.0)
         log_w = self._check_log_w(gamma * st["T"], 0, trace)
@@ -252,6 +256,6 @@ class AdaptiveSMC(SMCBase):
         trace["levels"] = len(trace["gamma"]) - 1
         n_var = max(1, round(self.var_fraction * len(x0_hist)))
         if x0_hist:
-            trace["x0_var"] = problem.fold(torch.stack(x0_hist[-n_var:]).var(0, unbiased=False))
+            trace["x0_var"] = self._shard.fold(self._shard.gather(torch.stack(x0_hist[-n_var:]).var(0, unbiased=False)))
         record(k + 1, st["x"], last=True)
         return self._finish(problem, st["x"], log_w, trace)

@@ -13,7 +13,6 @@ from invdiff.samplers.smc.base import SMCBase, rowdot
 from invdiff.samplers.smc.products import ProxProduct, SVDProduct
 from invdiff.samplers.smc.resampling import Resampling
 from invdiff.utils.progress import progress as progress_bar
-from invdiff.utils.random import rand, randn
 
 __all__ = ["SMCEnsemble"]
 
@@ -95,6 +94,10 @@ class SMCEnsemble(SMCBase):
     :param split: ``"exact"`` (linear operator, Gaussian noise), ``"explicit"`` (any operator) or
         ``"auto"`` (exact when possible).
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
+    :param shard_particles: under ``torchrun``, split the ``n_samples`` particles over the ranks
+        (:mod:`invdiff.samplers.smc.base`); the result equals the one-process run with the same
+        seed (exactly with ``physics.matrix``; ``prox_l2`` solves by conjugate gradients stop on
+        their batch's residual, so there it agrees to the solver's tolerance).
 
     ``n_samples`` of :meth:`sample` is the number of particles ``N`` per measurement; the result
     carries normalised ``log_weights``, ``trace["ess"]`` of shape ``(steps + 1, B)`` and
@@ -109,10 +112,10 @@ class SMCEnsemble(SMCBase):
                  data_scale: float | None = math.inf,
                  data_mean: float | Tensor | None = None,
                  split: Literal["auto", "exact", "explicit"] = "auto",
-                 progress: bool = True, on_nan: str = "raise") -> None:
+                 progress: bool = True, on_nan: str = "raise", shard_particles: bool = False) -> None:
         super().__init__(prior, steps, sigma_max=sigma_max, sigma_min=sigma_min, sigmas=sigmas, eta=eta,
                          resampling=resampling, ess_threshold=ess_threshold, analytic_variance=analytic_variance,
-                         progress=progress, on_nan=on_nan)
+                         progress=progress, on_nan=on_nan, shard_particles=shard_particles)
         if split not in ("auto", "exact", "explicit"):
             raise ValueError(f"split: expected 'auto', 'exact' or 'explicit', got {split!r}")
         if not (isinstance(inflation, (int, float)) and inflation >= 0):
@@ -132,8 +135,8 @@ class SMCEnsemble(SMCBase):
                              f"got {type(problem.physics).__name__} with {type(problem.likelihood).__name__}: use split='explicit'")
         M = getattr(problem.physics, "matrix", None)
         if isinstance(M, Tensor) and M.ndim == 2 and len(problem.x_shape) == 1:
-            return SVDProduct(M, problem)
-        return ProxProduct(problem)
+            return SVDProduct(M, problem, randn=self._shard.randn)
+        return ProxProduct(problem, randn=self._shard.randn)
 
     @staticmethod
     def _bridge(product, m: Tensor, tau: float, level: tuple, generator) -> Tensor:
@@ -144,7 +147,7 @@ class SMCEnsemble(SMCBase):
         x2, _ = product(m, T, y, scale, generator)
         if kappa == 0 or T == 0:
             return x2
-        z = randn(m.shape, generator, m.device, m.dtype)
+        z = product.randn(m.shape, generator, m.device, m.dtype)
         return m + (tau / T) * (x2 - m) + math.sqrt(tau * kappa / T) * z
 
     def _gaussian_data(self, problem: Problem, sigma_max: float, generator) -> tuple[Tensor | float, float]:
@@ -184,7 +187,7 @@ class SMCEnsemble(SMCBase):
         with torch.enable_grad():
             nll = problem.nll(x_in)
             (g,) = torch.autograd.grad(nll.sum(), x_in, create_graph=True)
-            z = 2.0 * (rand(x.shape, generator, x.device, x.dtype) < 0.5).to(x.dtype) - 1.0  # Rademacher
+            z = 2.0 * (self._shard.rand(x.shape, generator, x.device, x.dtype) < 0.5).to(x.dtype) - 1.0  # Rademacher
             (hz,) = torch.autograd.grad(rowdot(g, z).sum(), x_in)
         return g.detach(), rowdot(z, hz).detach()
 
@@ -220,7 +223,7 @@ class SMCEnsemble(SMCBase):
             trace["data_model"] = {"mean": m0, "scale": math.sqrt(s2)}
         else:  # explicit: prior draws weighted by the (annealed) likelihood
             beta = self._annealing(problem, sigmas)
-            x = sigmas[0] * randn((n, *shape), generator, dev, dt)
+            x = sigmas[0] * self._shard.randn((n, *shape), generator, dev, dt)
             log_w = -beta[0] * problem.nll(x).detach()
         record(0, x)
 
@@ -248,7 +251,7 @@ class SMCEnsemble(SMCBase):
                 log_w, m, g = self._maybe_resample(problem, log_w, i, trace, generator, m, g)
                 x_new = m - tau * g
                 if tau > 0:
-                    x_new = x_new + math.sqrt(tau) * randn(m.shape, generator, dev, dt)
+                    x_new = x_new + math.sqrt(tau) * self._shard.randn(m.shape, generator, dev, dt)
                 if self.inflation > 0:  # annealing: q_{i+1} / q_i at the new particle
                     x_new = self.check(x_new, i, fallback=m, trace=trace)
                     log_w = log_w - (beta[i + 1] - beta[i]) * problem.nll(x_new).detach()

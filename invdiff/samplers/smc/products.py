@@ -22,10 +22,13 @@ class SVDProduct:
     """Gaussian product and normaliser for a dense ``A = U diag(s) V^T`` (no solves, any ``T >= 0``).
 
     Called with the measurement ``y`` (n, m) and ``scale``: the noise variance is
-    ``scale * sigma_y^2`` (``scale`` a float shared by all rows).
+    ``scale * sigma_y^2`` (``scale`` a float shared by all rows). ``randn(shape, generator,
+    device, dtype)`` draws the noise (a :class:`~invdiff.distributed.ParticleShard`'s for
+    particles sharded over ranks).
     """
 
-    def __init__(self, matrix: Tensor, problem) -> None:
+    def __init__(self, matrix: Tensor, problem, randn=randn) -> None:
+        self.randn = randn
         A = matrix.to(problem.device, torch.float64)
         U, s, Vh = torch.linalg.svd(A, full_matrices=False)
         dt = problem.dtype
@@ -47,7 +50,7 @@ class SVDProduct:
             return None, -0.5 * quad
         x = m + (ur * (T * self.s / den)) @ self.Vh
         if T > 0:
-            z = randn(m.shape, generator, m.device, m.dtype)
+            z = self.randn(m.shape, generator, m.device, m.dtype)
             gain = (T * v / den).sqrt() - math.sqrt(T)  # (n, r)
             x = x + math.sqrt(T) * z + ((z @ self.Vh.T) * gain) @ self.Vh
         return x.reshape(shape), -0.5 * quad
@@ -62,10 +65,12 @@ class ProxProduct:
         (y - A m)^\top (v I + T A A^\top)^{-1} (y - A m)
         = \frac{\|y - A\hat x\|^2}{v} + \frac{\|\hat x - m\|^2}{T},
 
-    and a draw is :math:`\hat x` plus the same solve applied to noise (perturb-and-MAP).
+    and a draw is :math:`\hat x` plus the same solve applied to noise (perturb-and-MAP);
+    ``randn`` as in :class:`SVDProduct`.
     """
 
-    def __init__(self, problem) -> None:
+    def __init__(self, problem, randn=randn) -> None:
+        self.randn = randn
         self.problem = problem
         self.sy2 = problem.sigma_y**2  # (n, 1, ..., 1) on the measurement side
         flat = self.sy2.flatten()
@@ -86,6 +91,6 @@ class ProxProduct:
         log_z = -nll(mean) - 0.5 * ((mean - m) ** 2).flatten(1).sum(1) / T
         if not draw:
             return None, log_z
-        z = randn(m.shape, generator, m.device, m.dtype)
-        zy = randn(y.shape, generator, m.device, m.dtype) * v.sqrt()
+        z = self.randn(m.shape, generator, m.device, m.dtype)
+        zy = self.randn(y.shape, generator, m.device, m.dtype) * v.sqrt()
         return mean + physics.prox_l2(math.sqrt(T) * z, zy, gamma), log_z

@@ -12,7 +12,6 @@ from invdiff.samplers.registry import register
 from invdiff.samplers.smc.base import SMCBase, rowdot
 from invdiff.samplers.smc.resampling import Resampling
 from invdiff.utils.progress import progress as progress_bar
-from invdiff.utils.random import randn
 
 __all__ = ["TwistedSMC"]
 
@@ -39,17 +38,17 @@ class TwistedSMC(SMCBase):
         {\\mathcal N(x'; m + \\tau \\nabla \\log \\tilde p_\\sigma, \\tau I)\\, \\tilde p_\\sigma(y \\mid x)},
 
     and :math:`\\tilde p_0` is the exact likelihood. Gaussian likelihood only; any operator.
-    Parameters as :class:`SMCEnsemble`, plus ``twist_scale``.
+    Parameters as :class:`SMCEnsemble` (``shard_particles`` included), plus ``twist_scale``.
     """
 
     def __init__(self, prior, steps: int = 100, *, sigma_max: float = 80.0, sigma_min: float = 0.002,
                  sigmas: Tensor | None = None, eta: float = 1.0, resampling: Resampling = "systematic",
                  ess_threshold: float = 0.5, analytic_variance: bool = True, twist_scale: float | None = None,
                  progress: bool = True,
-                 on_nan: str = "raise") -> None:
+                 on_nan: str = "raise", shard_particles: bool = False) -> None:
         super().__init__(prior, steps, sigma_max=sigma_max, sigma_min=sigma_min, sigmas=sigmas, eta=eta,
                          resampling=resampling, ess_threshold=ess_threshold, analytic_variance=analytic_variance,
-                         progress=progress, on_nan=on_nan)
+                         progress=progress, on_nan=on_nan, shard_particles=shard_particles)
         if twist_scale is not None and not (isinstance(twist_scale, (int, float)) and twist_scale >= 0):
             raise ValueError(f"twist_scale: expected None (fitted) or a number >= 0, got {twist_scale!r}")
         self.twist_scale = None if twist_scale is None else float(twist_scale)
@@ -75,7 +74,7 @@ class TwistedSMC(SMCBase):
         if s0 is None:
             s0 = math.sqrt(self._fit_data(problem, sigmas[0], generator)[1])
         trace["twist_scale"] = s0
-        x = sigmas[0] * randn((n, *shape), generator, dev, dt)
+        x = sigmas[0] * self._shard.randn((n, *shape), generator, dev, dt)
         x0_hat, log_twist, g = self._twist(problem, x, sigmas[0], s0)
         log_w = log_twist.clone()
         record(0, x)
@@ -85,7 +84,7 @@ class TwistedSMC(SMCBase):
                                                                   x, x0_hat, log_twist, g)
             m, tau = self._kernel(problem, x, x0_hat, log_w, i)
             if tau > 0:
-                noise = math.sqrt(tau) * randn(x.shape, generator, dev, dt)
+                noise = math.sqrt(tau) * self._shard.randn(x.shape, generator, dev, dt)
                 x_new = m + tau * g + noise
                 # log N(x'; m, tau) - log N(x'; m + tau g, tau) = -g.(x' - m) + tau |g|^2 / 2
                 log_prop = -rowdot(g, x_new - m) + 0.5 * tau * rowdot(g, g)
