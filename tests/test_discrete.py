@@ -255,3 +255,24 @@ def test_sgdd_closer_than_unguided_to_the_exact_posterior():
     assert tv < tv_ref - 0.15, (tv, tv_ref)
     with pytest.raises(ValueError, match="t_min"):
         samplers.make("sgdd", prior, t_min=0.5, t_max=0.2)
+
+
+def test_phantom_tasks_and_signals():
+    from invdiff.benchmarks.aps_tasks import TASKS, Pooled, make_task, phantom_signals
+
+    tokens, x = phantom_signals(3, offset=5)
+    assert tokens.shape == (3, 1024) and x.shape == (3, 1, 32, 32)
+    # nearest of 16 levels on [0, 1]: within half a level step of the phantom
+    from invdiff.diffusion.discrete import intensity_quantizer
+
+    assert float((intensity_quantizer(16, (1, 32, 32)).decode(tokens) - x).abs().max()) <= 0.5 / 15 + 1e-6
+    assert torch.equal(phantom_signals(2, offset=6)[0], tokens[1:])  # slices of one fixed pool
+    g = _gen(0)
+    u, v = torch.randn(2, 1, 32, 32, generator=g), torch.randn(2, 1, 16, 16, generator=g)
+    sr = make_task("sr2", size=32)
+    assert math.isclose(float((sr.A(u) * v).sum()), float((u * sr.A_adjoint(v)).sum()), rel_tol=1e-5)
+    for task in TASKS:
+        op = make_task(task, size=32)
+        assert op.A(u).shape[0] == 2 and Pooled(op).A(torch.randn(2, 1, 64, 64, generator=g)).shape == op.A(u).shape
+    with pytest.raises(ValueError, match="size"):
+        make_task("sr2", size=16)

@@ -1,5 +1,5 @@
-r"""``invdiff bench aps``: discrete posterior samplers (APS, SVDD, masked SMC, unguided) against
-exact posteriors and on digits tasks, with continuous DPS on the same data as the reference.
+r"""``invdiff bench aps``: discrete posterior samplers (APS, SVDD, masked SMC, SGDD, unguided) against
+exact posteriors and on digits and phantom tasks, with continuous DPS on the same data as the reference.
 
 Tables
 ------
@@ -20,6 +20,10 @@ Tables
     with its step size chosen per task and NFE on 40 other test digits (grid 0.25-4 times
     32 / NFE), also at NFE 100 as a reference beyond the discrete budget. NFE counts network
     (or denoiser) evaluations per draw; SVDD spends ``candidates`` per step, SMC ``particles``.
+``aps_phantoms``
+    The same four tasks on 16 held-out 32x32 CT phantoms (``quick``: 6), noise 0.05; the
+    discrete samplers (SGDD included) on the shipped ``phantom32-mdlm`` (16 levels), DPS on the
+    shipped ``ct-phantom-64`` through 2x2 pooling (:func:`phantom_task_rows`).
 """
 from __future__ import annotations
 
@@ -41,8 +45,10 @@ def _g(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def discrete_sampler(name: str, prior, nfe: int, particles: int = 4, candidates: int = 4):
-    """The sampler ``name`` set to spend ``nfe`` network calls per draw."""
+def discrete_sampler(name: str, prior, nfe: int, particles: int = 4, candidates: int = 4, **kwargs):
+    """The sampler ``name`` set to spend ``nfe`` network calls per draw (``kwargs``: its other settings)."""
+    if name == "sgdd":
+        return samplers.make("sgdd", prior, iterations=nfe, **kwargs)
     if name == "svdd":
         return samplers.make("svdd", prior, steps=max(1, nfe // candidates), candidates=candidates)
     if name == "masked-smc":
@@ -127,16 +133,16 @@ def _score(x_hat, x, op, y) -> tuple[float, float, float]:
     return float(p.mean()), float(p.std() / len(p) ** 0.5), float(err.mean())
 
 
-def _dps_zeta(prior, task, nfe, x_val, grid=(0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)) -> float:
-    """DPS step size with the best validation PSNR (grid scaled by 32 / nfe)."""
-    op = make_task(task)
+def _dps_zeta(prior, op, nfe, x_val, grid=(0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0), pool=None) -> float:
+    """DPS step size with the best validation PSNR (grid scaled by 32 / nfe); ``op`` is the
+    task's operator (``pool``: the :class:`Pooled` wrapper DPS samples through, scored on its pooled output)."""
     y = op.A(x_val) + 0.05 * torch.randn(op.A(x_val).shape, generator=_g(5))
     best = None
     for z in grid:
         zeta = z * 32 / nfe
         try:
-            out = samplers.make("dps", prior, steps=nfe, zeta=zeta, progress=False).sample(y, op, generator=_g(6))
-            score = _score(out.samples[0], x_val, op, y)[0]
+            out = samplers.make("dps", prior, steps=nfe, zeta=zeta, progress=False).sample(y, pool or op, generator=_g(6))
+            score = _score(out.samples[0] if pool is None else pool.pool(out.samples[0]), x_val, op, y)[0]
         except FloatingPointError:
             continue
         if best is None or score > best[0]:
@@ -166,7 +172,7 @@ def task_rows(quick: bool = False, prior_name: str = "digits-mdlm", tasks: tuple
                     continue
                 t0 = time.perf_counter()
                 if name == "dps":
-                    zeta = _dps_zeta(kde, task, nfe, x_val)
+                    zeta = _dps_zeta(kde, op, nfe, x_val)
                     t0 = time.perf_counter()
                     out = samplers.make("dps", kde, steps=nfe, zeta=zeta, progress=False).sample(y, op, generator=_g(1))
                     xs, label, used = out.samples, f"dps (kde prior, zeta={zeta:.3g})", out.nfe
@@ -181,7 +187,62 @@ def task_rows(quick: bool = False, prior_name: str = "digits-mdlm", tasks: tuple
     return rows
 
 
-TABLES = {"aps_enumeration": enumeration_rows, "aps_oracle": oracle_rows, "aps_tasks": task_rows}
+PHANTOM_SAMPLERS = ("masked-unguided", "svdd", "masked-smc", "sgdd", "aps", "dps")
+#: SGDD's likelihood step on 1,024 tokens: 100 MH moves of 16 positions per round (chosen on the
+#: validation phantoms; one position per move left the chain where the prior step put it)
+SGDD_PHANTOM = {"mh_steps": 100, "block": 16}
+
+
+def phantom_task_rows(quick: bool = False, prior_name: str = "phantom32-mdlm", tasks: tuple[str, ...] = TASKS,
+                      names: tuple[str, ...] = PHANTOM_SAMPLERS, nfes: tuple[int, ...] = (16, 32),
+                      n_images: int | None = None) -> list[dict]:
+    """The phantom task table: 32x32 held-out CT phantoms (images 8.. of the pool; 0-7 validate
+    DPS's step size), one draw per measurement, noise 0.05. Discrete samplers use the shipped
+    ``phantom32-mdlm`` (16 levels); DPS the shipped ``ct-phantom-64`` through :class:`Pooled`
+    (its step size chosen at NFE 32 on the 8 validation phantoms from 4, 8, 16, scaled by 32 / NFE).
+    A ``quantised truth`` row gives the PSNR ceiling of 16 levels."""
+    from invdiff.benchmarks.aps_tasks import Pooled, phantom_signals
+    from invdiff.diffusion.discrete.training import load_discrete_prior
+    from invdiff.diffusion.zoo import load_prior
+
+    prior = load_discrete_prior(prior_name)
+    n = n_images or (6 if quick else 16)
+    _, x_val = phantom_signals(8, 0)
+    x_tok, x = phantom_signals(n, 8)
+    x_q = prior.codebook.decode(x_tok)
+    dps_prior = load_prior("ct-phantom-64") if "dps" in names else None
+    rows = []
+    for task in tasks:
+        op = make_task(task, size=32)
+        y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=_g(0))
+        p, se, err = _score(x_q, x, op, y)
+        rows.append({"task": task, "sampler": "quantised truth (16 levels)", "nfe": 0, "psnr": p, "psnr_se": se,
+                     "meas_rmse": err, "seconds": 0.0})
+        zeta32 = None
+        for nfe in nfes:
+            for name in names:
+                t0 = time.perf_counter()
+                if name == "dps":
+                    pooled = Pooled(op)
+                    if zeta32 is None:
+                        zeta32 = _dps_zeta(dps_prior, op, 32, x_val, grid=(4.0, 8.0, 16.0), pool=pooled)
+                        t0 = time.perf_counter()
+                    zeta = zeta32 * 32 / nfe
+                    out = samplers.make("dps", dps_prior, steps=nfe, zeta=zeta, progress=False).sample(y, pooled, generator=_g(1))
+                    xs, label, used = pooled.pool(out.samples[0]).unsqueeze(0), f"dps (ct-phantom-64, zeta={zeta:.3g})", out.nfe
+                else:
+                    s = discrete_sampler(name, prior, nfe, **(SGDD_PHANTOM if name == "sgdd" else {}))
+                    xs, _ = _draw(s, name, y, op, 1, _g(1))
+                    label = name + (" (4 particles)" if name == "masked-smc" else "")
+                    used = nfe + 1 if name == "svdd" else nfe
+                p, se, err = _score(xs[0], x, op, y)
+                rows.append({"task": task, "sampler": label, "nfe": used, "psnr": p, "psnr_se": se,
+                             "meas_rmse": err, "seconds": time.perf_counter() - t0})
+    return rows
+
+
+TABLES = {"aps_enumeration": enumeration_rows, "aps_oracle": oracle_rows, "aps_tasks": task_rows,
+          "aps_phantoms": phantom_task_rows}
 
 
 def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu",
