@@ -111,10 +111,29 @@ def solver_in_the_loop(y, H, forcing_params, iters: int) -> torch.Tensor:
         return traj(u0).float()
 
 
-def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu") -> list[dict]:
-    from invdiff.samplers import make
+def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu") -> dict[str, list[dict]]:
+    """Tables ``pde_inverse`` (Burgers) and ``pde_inverse_ns`` (Navier-Stokes vorticity,
+    :mod:`invdiff.benchmarks.pde_inverse_ns`); ``INVDIFF_PDE_INVERSE_PARTS`` (default
+    ``burgers,ns``) picks which."""
+    from invdiff.benchmarks import pde_inverse_ns
 
     torch.set_num_threads(int(os.environ.get("INVDIFF_BENCH_THREADS", "1")))
+    parts = os.environ.get("INVDIFF_PDE_INVERSE_PARTS", "burgers,ns").split(",")
+    unknown = set(parts) - {"burgers", "ns"}
+    if unknown:
+        raise ValueError(f"INVDIFF_PDE_INVERSE_PARTS: expected a comma-separated subset of burgers,ns; got {sorted(unknown)}")
+    tables = {}
+    if "burgers" in parts:
+        tables["pde_inverse"] = run_burgers(quick)
+    if "ns" in parts:
+        tables["pde_inverse_ns"] = pde_inverse_ns.run(quick=quick)
+    return tables
+
+
+def run_burgers(quick: bool = False) -> list[dict]:
+    """The Burgers table (module docstring)."""
+    from invdiff.samplers import make
+
     n_prob, n_samples, steps, iters = (2, 4, 20, 5) if quick else (4, 8, 30, 20)
     counts = (8,) if quick else (4, 8, 16)
     model = load_models(torch.device("cpu"))["wdno (wavelet diffusion)"]

@@ -145,8 +145,9 @@ def make_data(spec: dict) -> Callable[..., torch.Tensor]:
     """The data sampler ``sample(n, generator, device, dtype)`` of a config's ``data`` entry.
 
     ``{"generator": "ct-phantom" | "mri-phantom", "params": {"size": 64}}``, ``"hpsm"`` (channels,
-    ``params`` of :func:`invdiff.datasets.channels.make_generator`), or ``"gaussian"``
-    (toy data ``N(mean, std^2 I_dim)``, for tests).
+    ``params`` of :func:`invdiff.datasets.channels.make_generator`), ``"ns-vorticity"`` (initial
+    vorticity of the Navier-Stokes inverse problem, :mod:`invdiff.surrogates.ns_vorticity`), or
+    ``"gaussian"`` (toy data ``N(mean, std^2 I_dim)``, for tests).
     """
     name, params = spec["generator"], dict(spec.get("params", {}))
     if name == "gaussian":
@@ -155,6 +156,10 @@ def make_data(spec: dict) -> Callable[..., torch.Tensor]:
         from invdiff.datasets.channels import make_generator as make_channels
 
         return make_channels(name, **params)
+    if name == "ns-vorticity":
+        from invdiff.surrogates.ns_vorticity import make_generator as make_vorticity
+
+        return make_vorticity(**params)
     from invdiff.datasets.phantoms import make_generator
 
     return make_generator(name, **params)
