@@ -87,6 +87,7 @@ def run_input_dir(args, run_one) -> int:
         one = copy.copy(args)
         one.input, one.input_dir, one.output = str(files[i]), None, str(parts[i])
         one.seed = (args.seed + i) % 2**63
+        one.files_sharded = True  # one file per call: no particle sharding inside
         if str(args.device) == "cuda" and world > 1:  # under torchrun: this rank's GPU
             one.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         run_one(one)

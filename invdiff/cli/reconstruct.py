@@ -10,8 +10,18 @@ Example::
 
     invdiff reconstruct --operator ct-sparse-view --sampler dps --prior ct-phantom-64 \\
         --input phantom.h5 --output recon.h5 --samples 4 --steps 100
+
+Under ``torchrun`` with ``--input``, an SMC sampler (``smc``, ``twisted-smc``, ``smc-adaptive``)
+splits its ``--samples`` particles over the ranks (``shard_particles``, the same result as one
+process with the same seed; rank 0 writes ``--output``); other samplers are refused there (use
+``--input-dir``, which shards files over the ranks)::
+
+    torchrun --nproc_per_node 4 -m invdiff reconstruct --operator ct-sparse-view --sampler smc \\
+        --prior ct-phantom-64 --input phantom.h5 --output recon.h5 --samples 1024
 """
 from __future__ import annotations
+
+import os
 
 HELP = "Reconstruct from a measurement file with a chosen operator, sampler and prior."
 
@@ -68,9 +78,17 @@ def run(args) -> int:
 
     if is_volume(args.operator, args.input):  # 3D: a 2D prior slice by slice (invdiff/cli/_volume.py)
         return run_volume(args, op_kwargs, sampler_kwargs, _load_prior)
+    rank, world = _particle_ranks(args)
+    if world > 1 and str(args.device) == "cuda":  # under torchrun: this rank's GPU
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     device = torch.device(args.device)
     prior = _load_prior(args.prior, device)
     sampler = make_sampler(args.sampler, prior, **sampler_kwargs)  # its settings are checked before any data is read
+    if world > 1:
+        if not hasattr(sampler, "shard_particles"):
+            raise ValueError(f"under torchrun, --input shards the particles of an SMC sampler; {args.sampler} has none: "
+                             "use --input-dir (files sharded over the ranks) or run one process")
+        sampler.shard_particles = True
     physics = operators.make(args.operator, device=device, generator=torch.Generator(device=device).manual_seed(args.seed), **op_kwargs)
     x_shape = tuple(physics.x_shape)
     check_prior_operator(prior, x_shape, f"prior {args.prior}", f"operator {args.operator}")  # also for .safetensors paths
@@ -110,6 +128,8 @@ def run(args) -> int:
                  sampler_args={k: v for k, v in sampler_kwargs.items() if k != "progress"}, samples=args.samples,
                  seed=args.seed, nfe=int(out.nfe),
                  seconds=round(seconds, 3), device=str(device), version=invdiff.__version__)
+    if rank != 0:  # sharded particles: every rank holds the whole result; rank 0 writes it
+        return 0
     save_hdf5(args.output, arrays, attrs)
     msg = f"wrote {args.output}: mean/std/samples {tuple(out.samples.shape)}, {out.nfe} NFE, {seconds:.1f} s"
     if x_true is not None:
@@ -118,6 +138,16 @@ def run(args) -> int:
         msg += f", PSNR of the mean {float(psnr(out.mean(), x_true).mean()):.2f} dB"
     print(msg)
     return 0
+
+
+def _particle_ranks(args) -> tuple[int, int]:
+    """``(rank, world)`` for SMC particles sharded over ``torchrun`` ranks; ``(0, 1)`` in one process
+    and for the files of ``--input-dir`` (sharded by file instead)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or getattr(args, "files_sharded", False):
+        return 0, 1
+    from invdiff.distributed import rank_world
+
+    return rank_world()
 
 
 def _json_object(flag: str, text: str) -> dict:
