@@ -204,3 +204,45 @@ def test_sensors_on_the_prior_state_match_sensors_on_the_trajectory():
     with torch.no_grad():  # sample-major tiling: rows k*B + b use f[b]
         out = prior(torch.cat([x, x]), 1.0)
         assert torch.allclose(out[3:], m(x, 1.0, f=f[:3]), atol=1e-6)
+
+
+# -- the super-resolution stage (invdiff.surrogates.wdno_sr) ----------------------------------
+
+
+def test_interpolate_is_exact_on_bilinear_fields_and_nests():
+    from invdiff.surrogates.wdno_sr import coarsen, interpolate
+
+    def field(t, x):
+        return 0.3 + 2.0 * t - 1.5 * x + 0.7 * t * x
+
+    tc, xc = torch.meshgrid(torch.arange(4.0, dtype=torch.float64), torch.arange(6.0, dtype=torch.float64), indexing="ij")
+    tf, xf = torch.meshgrid(torch.arange(8.0, dtype=torch.float64) / 2, torch.arange(12.0, dtype=torch.float64) / 2, indexing="ij")
+    fine = interpolate(field(tc, xc)[None])
+    torch.testing.assert_close(fine[0], field(tf, xf), rtol=0, atol=1e-12)
+    u = torch.randn(2, 4, 6, generator=_g(11))
+    assert torch.equal(coarsen(interpolate(u)), u)
+
+
+def test_superres_stage_shapes_round_trip_and_bad_input(tmp_path):
+    from invdiff.surrogates.train import build_model, train
+    from invdiff.surrogates.wdno_sr import WaveletSR, coarsen
+
+    sr = WaveletSR(nt=4, nx=8, channels=(8, 16))
+    u = torch.randn(6, 8, 16, generator=_g(12))
+    f = torch.randn(6, 8, 16, generator=_g(13))
+    sr.fit_scaling(u, f)
+    torch.testing.assert_close(sr.decode(sr.encode(u)), u, rtol=0, atol=1e-5)  # bands <-> fine trajectory
+    x = torch.randn(2, *sr.x_shape, generator=_g(14))
+    known = sr.condition(2, coarsen(u[:2]), coarsen(f[:2]))
+    with torch.no_grad():
+        assert torch.equal(sr(x, 0.7, coarse=coarsen(u[:2]), f=coarsen(f[:2])), sr(x, 0.7, known=known))
+    with pytest.raises(ValueError, match="expected"):
+        sr.condition(2, u[:2], coarsen(f[:2]))  # a fine trajectory where the coarse one is expected
+    with pytest.raises(ValueError, match="coarse="):
+        sr(x, 0.7)
+    model = build_model({"model": "wdno-sr", "network": sr.config})
+    ema, stats = train(model, dict(u=u, u0=u[:, 0], f=f), steps=2, batch=3, log=lambda s: None)
+    assert stats["steps"] == 2 and math.isfinite(stats["final_loss"])
+    path = save_model(ema, {"model": "wdno-sr", "network": sr.config}, tmp_path / "sr.safetensors", half=False)
+    with torch.no_grad():
+        assert torch.equal(load_model(path)(x, 0.7, known=known), ema(x, 0.7, known=known))

@@ -22,7 +22,9 @@ Two tables:
   the float32 solver. One timed call each, in process CPU seconds on a CPU (one thread, so
   contention from other processes does not count; wall time on a GPU).
 
-A figure ``surrogates.png`` shows a test trajectory: truth and each model.
+A figure ``surrogates.png`` shows a test trajectory: truth and each model. A third table,
+``surrogates_superres`` (:mod:`invdiff.benchmarks.surrogates_sr`; ``INVDIFF_SURROGATES_SR=0``
+skips it), evaluates the super-resolution stage at 2x the resolution against the solver.
 """
 from __future__ import annotations
 
@@ -155,4 +157,10 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
     for r in speed:
         r["speedup_vs_solver_fp32"] = r["trajectories_per_s"] / rate
         r["device"] = f"{device} ({threads} thread{'s' if threads > 1 else ''})" if dev.type == "cpu" else device
-    return {"surrogates_accuracy": acc, "surrogates_speed": speed}
+    tables = {"surrogates_accuracy": acc, "surrogates_speed": speed}
+    if os.environ.get("INVDIFF_SURROGATES_SR", "1") != "0":  # the 2x-finer table (invdiff.benchmarks.surrogates_sr)
+        from invdiff.benchmarks import surrogates_sr
+
+        tables["surrogates_superres"] = surrogates_sr.run(models["wdno (wavelet diffusion)"], 4 if quick else 16, steps,
+                                                          gen, dev, _clock, _errors)
+    return tables

@@ -8,6 +8,8 @@ known channels overwritten by the clean condition (see :mod:`invdiff.surrogates.
     \mathbb E\, \lambda(\sigma)\, \| D(x_0 + \sigma n, \sigma \mid m_{u_0} u_0, f) - x_0 \|^2,
     \quad \ln\sigma \sim \mathcal N(-1.2, 1.2^2).
 
+The super-resolution stage (:class:`~invdiff.surrogates.wdno_sr.WaveletSR`, ``"model": "wdno-sr"``)
+is trained the same way on fine trajectories, conditioned on their nested coarse version.
 The FNO baseline minimises the mean squared error of the scaled trajectory. Both use Adam with
 a linear warm-up, gradient clipping and an exponential moving average of the weights (the EMA
 weights are saved). A run stops at ``steps`` or after ``time_limit`` seconds of process CPU time, whichever is
@@ -34,6 +36,7 @@ from invdiff.diffusion.edm import loss_weight, sample_sigma
 from invdiff.surrogates.data import burgers_trajectories
 from invdiff.surrogates.fno import FNO2d
 from invdiff.surrogates.wdno import WDNO
+from invdiff.surrogates.wdno_sr import WaveletSR, coarsen
 from invdiff.utils.io import atomic_path
 from invdiff.utils.random import rand, randn_like
 
@@ -47,7 +50,9 @@ def build_model(card: dict) -> torch.nn.Module:
         return WDNO(**net)
     if kind == "fno":
         return FNO2d(**net)
-    raise ValueError(f"model: expected 'wdno' or 'fno', got {kind!r}")
+    if kind == "wdno-sr":
+        return WaveletSR(**net)
+    raise ValueError(f"model: expected 'wdno', 'wdno-sr' or 'fno', got {kind!r}")
 
 
 def _diffusion_loss(model: WDNO, x0, known, mask, gen):
@@ -60,7 +65,7 @@ def _diffusion_loss(model: WDNO, x0, known, mask, gen):
 def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warmup: int = 200, grad_clip: float = 1.0,
           ema_decay: float = 0.999, p_uncond: float = 0.2, seed: int = 0, time_limit: float | None = None,
           log=print, log_every: int = 100, checkpoint=None) -> tuple[torch.nn.Module, dict]:
-    """Train ``model`` (a :class:`WDNO` or :class:`FNO2d`) on ``data`` (``u``, ``u0``, ``f``); return (EMA model, stats).
+    """Train ``model`` (a :class:`WDNO`, :class:`WaveletSR` or :class:`FNO2d`) on ``data`` (``u``, ``u0``, ``f``); return (EMA model, stats).
 
     ``checkpoint(ema, stats)``, if given, is called every ``log_every`` steps (e.g. to save the EMA weights)."""
     gen = torch.Generator().manual_seed(seed)
@@ -73,6 +78,11 @@ def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warm
             X = model.encode(u)
             K, M = model.condition(n, u0, f, dtype=u.dtype)
         per = K.shape[1] // 2
+    elif isinstance(model, WaveletSR):
+        model.fit_scaling(u, f)
+        with torch.no_grad():
+            X = model.encode(u)
+            K = model.condition(n, coarsen(u), coarsen(f), dtype=u.dtype)
     else:
         model.u_scale.fill_(float(u.std()))
         model.f_scale.fill_(float(f.std()))
@@ -89,6 +99,8 @@ def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warm
             k[:, :per] *= keep
             m[:, :1] *= keep
             loss = _diffusion_loss(model, X[idx], k, m, gen)
+        elif isinstance(model, WaveletSR):
+            loss = _diffusion_loss(model, X[idx], K[idx], None, gen)
         else:
             loss = ((model(u0[idx], f[idx]) - u[idx]) ** 2).mean() / float(model.u_scale) ** 2
         opt.zero_grad(set_to_none=True)
