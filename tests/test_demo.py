@@ -19,14 +19,22 @@ def test_demo_quick(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     methods = {(r["task"], r["method"]) for r in res["rows"]}
     for task, base in (("ct", "FBP"), ("mri", "zero-filled")):
-        for m in (base, "TV", "DPS", "RED-Diff", "SMC ensemble"):
+        for m in (base, "TV", "DPS", "RED-Diff", "DDS"):
             assert (task, m) in methods
     assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in res["rows"])
     assert (out / "demo.png").stat().st_size > 0 and (out / "demo.md").exists()
     with h5py.File(out / "results.h5") as f:
         truth = f["ct/truth"][()]
         fbp = f["ct/FBP/mean"][()]
-        assert f["ct/SMC ensemble/std"].shape == truth.shape
+        std, mean = f["ct/DDS/std"][()], f["ct/DDS/mean"][()]
+        assert std.shape == truth.shape
+        # the uncertainty columns: Pearson correlation of |error| and std over the pixels (numpy),
+        # a coverage fraction and an ESS between 1 and N
+        unc = next(r for r in res["rows"] if r["task"] == "ct" and r["method"] == "DDS")
+        corr = np.corrcoef(np.abs(mean - truth).ravel(), std.ravel())[0, 1]
+        assert unc["err_std_corr"] == pytest.approx(corr, abs=2e-3)
+        assert 0 <= unc["coverage90"] <= 1 and unc["min_ess"] == pytest.approx(4)  # 4 equally weighted draws
+        assert all(r["coverage90"] == "" for r in res["rows"] if r["method"] != "DDS")
         # the PSNR in the table is that of the stored arrays (independent numpy computation)
         row = next(r for r in res["rows"] if r["task"] == "ct" and r["method"] == "FBP")
         assert row["psnr"] == pytest.approx(10 * np.log10(1 / np.mean((fbp - truth) ** 2)), abs=1e-4)

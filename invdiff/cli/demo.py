@@ -9,11 +9,18 @@ Tasks (64 x 64 held-out phantoms, :func:`invdiff.datasets.phantoms.test_set`):
   baseline: zero-filled inverse FFT. Metrics on the magnitude image.
 
 Methods: the operator's baseline, total variation (deepinv's FISTA with ``TVPrior``), DPS
-(Chung et al. 2023), RED-Diff (Mardani et al. 2024), the SMC ensemble (Chen et al. 2025;
-posterior mean and standard deviation of its weighted particles) and DDS (Chung, Lee & Ye
-2024, with its defaults), all built by name through :func:`invdiff.samplers.make` with the
-settings of :mod:`invdiff.tasks`; for reference, deepinv's DiffPIR (Zhu et al. 2023) on the same
-denoiser, and with ``--reference`` DPS with the paper's 1000 ancestral steps.
+(Chung et al. 2023), RED-Diff (Mardani et al. 2024) and DDS (Chung, Lee & Ye 2024, with its
+defaults; 32 posterior draws: their mean and spread), all built by name through
+:func:`invdiff.samplers.make` with the settings of :mod:`invdiff.tasks`; for reference, deepinv's
+DiffPIR (Zhu et al. 2023) on the same denoiser, and with ``--reference`` DPS with the paper's
+1000 ancestral steps.
+
+Uncertainty (the sampler :data:`invdiff.tasks.UNCERTAINTY`): the weighted posterior standard
+deviation per pixel, shown beside the absolute error of the posterior mean, and in the table
+the Pearson correlation of the two over the pixels (``err_std_corr``), the fraction of pixels
+whose truth lies inside the weighted central 90% interval of the particles (``coverage90``)
+and the smallest effective sample size over the run (``min_ess``), means over the images
+(:func:`invdiff.benchmarks.uncertainty.uncertainty_metrics`).
 
 Writes to ``--out`` (atomically): ``results.json`` (table and settings), ``results.h5``
 (truth, measurements, every reconstruction, posterior std), ``demo.png`` (the figure) and the
@@ -56,7 +63,7 @@ def total_variation(y, physics, lam: float, iters: int):
 
 # the diffusion methods of the demo: (registered sampler, label); settings in invdiff.tasks
 # (one generator, drawn from in this order, so that adding a method after the others leaves their numbers unchanged)
-METHODS = (("dps", "DPS"), ("red-diff", "RED-Diff"), ("smc", "SMC ensemble"), ("dds", "DDS"))
+METHODS = (("dps", "DPS"), ("red-diff", "RED-Diff"), ("dds", "DDS"))
 
 
 def _magnitude(x):
@@ -69,9 +76,10 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
 
     import torch
 
+    from invdiff.benchmarks.uncertainty import uncertainty_metrics
     from invdiff.metrics import psnr, ssim
     from invdiff.samplers import make as make_sampler
-    from invdiff.tasks import TASKS, make_task, sampler_settings
+    from invdiff.tasks import TASKS, UNCERTAINTY, make_task, sampler_settings
 
     spec = TASKS[task]
     prior, physics, x, y = make_task(task, n_images, device=device, seed=seed)
@@ -81,12 +89,22 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         physics.max_iter = 20
     results, rows = {}, []
 
-    def record(method, x_hat, seconds, nfe, std=None, min_ess=None):
+    def record(method, x_hat, seconds, nfe, out=None):
         x_hat = x_hat.detach()
-        results[method] = dict(x=x_hat, std=None if std is None else std.detach(), min_ess=min_ess)
         a, b = view(x_hat), view(x)
-        rows.append(dict(task=task, method=method, psnr=float(psnr(a, b).mean()), ssim=float(ssim(a, b).mean()),
-                         seconds=round(seconds, 2), nfe=nfe, min_ess="" if min_ess is None else round(min_ess, 2)))
+        row = dict(task=task, method=method, psnr=float(psnr(a, b).mean()), ssim=float(ssim(a, b).mean()),
+                   seconds=round(seconds, 2), nfe=nfe, err_std_corr="", coverage90="", min_ess="")
+        std = None
+        if out is not None:  # the uncertainty sampler: its spread against the truth
+            draws = view(out.samples.flatten(0, 1)).unflatten(0, out.samples.shape[:2])
+            w = out.weights().reshape(*draws.shape[:2], *([1] * (draws.ndim - 2)))
+            std = (w * (draws - (w * draws).sum(0)) ** 2).sum(0).sqrt()  # of what is shown (MRI: magnitude)
+            m = uncertainty_metrics(out, x, spec["magnitude"])
+            # min ESS: over the run for weighted samplers; for equally weighted independent draws it is N
+            row.update(err_std_corr=round(m["err_std_corr"], 3), coverage90=round(m["coverage90"], 3),
+                       min_ess=round(m["min_ess"], 2))
+        results[method] = dict(x=x_hat, std=None if std is None else std.detach(), metrics=row)
+        rows.append(row)
 
     t = time.perf_counter()
     with torch.no_grad():
@@ -109,11 +127,7 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         t = time.perf_counter()
         out = sampler.sample(y, physics, n_samples=particles, generator=g)
         seconds = time.perf_counter() - t
-        std = out.std() if particles > 1 else None
-        # The smallest effective sample size over the steps: near 1, the ensemble collapsed onto one
-        # ancestor and its spread is not a posterior standard deviation (the figure says so).
-        min_ess = float(out.min_ess().min()) if out.log_weights is not None else None
-        record(label, out.mean(), seconds, int(out.nfe), std, min_ess)
+        record(label, out.mean(), seconds, int(out.nfe), out if name == UNCERTAINTY and particles > 1 else None)
     # deepinv's DiffPIR on the same denoiser, for reference (what a deepinv user would run)
     import deepinv as dinv
 
@@ -129,35 +143,43 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
 
 
 def _figure(path, per_task: dict, rows: list[dict]) -> None:
+    """Truth and every method's reconstruction; then, for the uncertainty sampler, the absolute
+    error of its posterior mean beside its posterior std (one colour scale for both)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
 
+    from invdiff.tasks import TASKS
     from invdiff.utils.io import atomic_path
 
     tasks = list(per_task)
-    cols = 2 + max(len(a["results"]) for a in per_task.values())
-    fig, axes = plt.subplots(len(tasks), cols, figsize=(2.0 * cols, 2.2 * len(tasks)), squeeze=False)
+    cols = 3 + max(len(a["results"]) for a in per_task.values())
+    fig, axes = plt.subplots(len(tasks), cols, figsize=(2.0 * cols, 2.3 * len(tasks)), squeeze=False)
     for r, task in enumerate(tasks):
         arr = per_task[task]
         methods = list(arr["results"])
-        from invdiff.tasks import TASKS
-
         mag = TASKS[task]["magnitude"]
         show = (lambda t: t[0].pow(2).sum(0).sqrt()) if mag else (lambda t: t[0, 0])
         panels = [("truth", show(arr["truth"]).cpu())]
         psnrs = {row["method"]: row["psnr"] for row in rows if row["task"] == task}
         panels += [(f"{m}\n{psnrs[m]:.1f} dB", show(arr["results"][m]["x"]).cpu()) for m in methods]
-        std, min_ess = next(((v["std"], v.get("min_ess")) for v in arr["results"].values() if v["std"] is not None), (None, None))
         for c, (title, img) in enumerate(panels):
             axes[r, c].imshow(img.clamp(0, 1), cmap="gray", vmin=0, vmax=1)
             axes[r, c].set_title(title, fontsize=8)
-        if std is not None:
-            im = axes[r, -1].imshow(show(std).cpu(), cmap="magma")
-            collapsed = min_ess is not None and min_ess < 2.0
-            title = f"SMC particle std\n(min ESS {min_ess:.1f}: collapsed)" if collapsed else "SMC posterior std"
-            axes[r, -1].set_title(title, fontsize=8)
+        unc = next(((m, v) for m, v in arr["results"].items() if v["std"] is not None), None)
+        if unc is not None:
+            m, v = unc
+            err = (show(v["x"]) - show(arr["truth"])).abs().cpu()
+            std = v["std"][0, 0].cpu()  # already of the magnitude for MRI
+            vmax = float(torch.cat([err.flatten(), std.flatten()]).double().quantile(0.99))
+            met = v["metrics"]
+            axes[r, -2].imshow(err, cmap="magma", vmin=0, vmax=vmax)
+            axes[r, -2].set_title(f"|error| of {m}", fontsize=8)
+            im = axes[r, -1].imshow(std, cmap="magma", vmin=0, vmax=vmax)
+            axes[r, -1].set_title(f"{m} posterior std\ncorr {met['err_std_corr']:.2f}, 90% cover {met['coverage90']:.2f}",
+                                  fontsize=8)
             fig.colorbar(im, ax=axes[r, -1], fraction=0.046)
         axes[r, 0].set_ylabel(task.upper())
         for ax in axes[r]:
