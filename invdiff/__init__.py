@@ -18,11 +18,12 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 
-def load_prior(name: str, device=None):
-    """Load a shipped, trained prior ``D(x, sigma)`` by name (offline). See ``invdiff.diffusion.zoo``."""
+def load_prior(name: str, device=None, size=None):
+    """Load a shipped, trained prior ``D(x, sigma)`` by name (offline); ``size`` uses it at another
+    image size on purpose (a warning; see ``invdiff.diffusion.zoo.use_at_size``)."""
     from invdiff.diffusion.zoo import load_prior as _load
 
-    return _load(name, device=device)
+    return _load(name, device=device, size=size)
 
 
 __all__ = ["__version__", "load_prior"]

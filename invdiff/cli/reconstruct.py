@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--sampler", required=True, help="posterior sampler name (invdiff.samplers.available(): dps, dds, red-diff, smc, ...)")
     p.add_argument("--sampler-args", default="{}", help='JSON settings of the sampler, e.g. \'{"zeta": 2.0, "schedule": "karras"}\' for dps')
     p.add_argument("--prior", required=True, help="shipped prior name (e.g. ct-phantom-64) or a model.safetensors path")
+    p.add_argument("--prior-size-agnostic", action="store_true", help="use a fully convolutional (U-Net) prior at the "
+                   "operator's image size when it was trained at another (warns; by default a size mismatch is an error)")
     p.add_argument("--input", default=None, help="HDF5 with dataset 'y' (measurement) or 'x' (signal to simulate from), or .npy signal")
     p.add_argument("--input-dir", default=None, help="a folder of input files, reconstructed one by one (file i with seed + i) and merged "
                    "into --output; sharded over the ranks under torchrun (see invdiff/cli/_input_dir.py)")
@@ -91,6 +93,10 @@ def run(args) -> int:
         sampler.shard_particles = True
     physics = operators.make(args.operator, device=device, generator=torch.Generator(device=device).manual_seed(args.seed), **op_kwargs)
     x_shape = tuple(physics.x_shape)
+    if getattr(args, "prior_size_agnostic", False):
+        from invdiff.diffusion.zoo import use_at_size
+
+        use_at_size(prior, tuple(x_shape[1:]))  # in place: the sampler holds this prior
     check_prior_operator(prior, x_shape, f"prior {args.prior}", f"operator {args.operator}")  # also for .safetensors paths
     path = Path(args.input)
     if not path.exists():

@@ -30,7 +30,7 @@ from invdiff.diffusion.edm import EDMPrecond
 from invdiff.diffusion.training import load_checkpoint
 from invdiff.utils.io import atomic_path
 
-__all__ = ["load_prior", "available", "card", "export_prior", "ASSETS"]
+__all__ = ["load_prior", "available", "card", "export_prior", "use_at_size", "ASSETS"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -54,18 +54,59 @@ def card(name: str) -> dict:
     return json.loads((ASSETS / f"{_path(name).stem}.json").read_text())
 
 
-def load_prior(name: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> EDMPrecond:
+def load_prior(name: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+               size: int | tuple[int, ...] | None = None) -> EDMPrecond:
     """The shipped prior ``D(x, sigma)`` called ``name``, on ``device`` in ``dtype`` (eval mode, no grad).
 
     The module has ``.card`` (its training card) and ``.x_shape`` (one signal, no batch axis).
+    ``size`` uses the (fully convolutional) prior at another image size, on purpose and with a
+    warning (:func:`use_at_size`); by default a size mismatch with the operator is an error.
     """
     prior = load_checkpoint(_path(name), device=device, dtype=dtype)
     if "x_shape" in prior.card:  # e.g. channels (2, Nr, Nt)
         prior.x_shape = tuple(prior.card["x_shape"])
     else:
-        size = prior.card["data"]["params"].get("size", 64)
-        prior.x_shape = (prior.card["network"]["in_channels"], size, size)
+        trained = prior.card["data"]["params"].get("size", 64)
+        prior.x_shape = (prior.card["network"]["in_channels"], trained, trained)
     prior.name = name
+    return prior if size is None else use_at_size(prior, size)
+
+
+def use_at_size(prior, size: int | tuple[int, ...]):
+    """Use a fully convolutional U-Net prior on signals of another spatial ``size``, explicitly.
+
+    A prior records the size it was trained at (``x_shape``) and samplers refuse an operator of
+    another size. A U-Net (convolutions, and attention over all positions) can run at any size
+    divisible by :math:`2^{L-1}` (``L`` levels); whether it is any good there is not known from
+    training, so this sets ``prior.x_shape = (C, *size)`` in place (returning the prior) and
+    issues a ``UserWarning`` naming both sizes. Refused for priors whose card does not say they
+    are a U-Net (MLPs, exact mixtures) and for sizes the network cannot take.
+
+    >>> D = use_at_size(load_prior("ct-phantom-64"), 128)   # doctest: +SKIP
+    >>> D.x_shape                                           # doctest: +SKIP
+    (1, 128, 128)
+    """
+    import warnings
+
+    from invdiff.utils.validate import prior_x_shape
+
+    net = (getattr(prior, "card", None) or {}).get("network", {})
+    spatial = {"unet": 2, "unet1d": 1}.get(net.get("name"))
+    old = prior_x_shape(prior)
+    if spatial is None or old is None or "channels" not in net:
+        raise ValueError(f"size: only U-Net priors with a training card run at other sizes; this prior's network is "
+                         f"{net.get('name', type(prior).__name__)!r}")
+    size = (size,) * spatial if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else size
+    if not isinstance(size, tuple) or len(size) != spatial or not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+        raise ValueError(f"size: expected an int or {spatial} ints, got {size!r}")
+    step = 2 ** (len(net["channels"]) - 1)
+    if any(s < step or s % step for s in size):
+        raise ValueError(f"size: this U-Net has {len(net['channels'])} levels; expected sizes that are multiples of {step}, got {size}")
+    new = (old[0], *size)
+    if new != old:
+        warnings.warn(f"prior {getattr(prior, 'name', '')!s} was trained on signals of shape {old} and is used at {new} "
+                      "(fully convolutional: it runs, but it never saw this size; check its results)", UserWarning, stacklevel=2)
+    prior.x_shape = new
     return prior
 
 
