@@ -11,7 +11,9 @@ of the shipped 2D priors ``ct-phantom-64`` / ``mri-phantom-64``):
 
 Methods: the classical baseline (FBP / zero-filled), 3D TV by ADMM (all axes, :math:`\lambda`
 chosen on a validation volume), the 2D prior slice by slice without z-coupling (DDS on the
-slice-wise prior: CG on the block-diagonal volume operator, same steps as DiffusionMBIR),
+slice-wise prior: CG on the block-diagonal volume operator, same steps as DiffusionMBIR; and
+DiffusionMBIR with ``lam = 0``, i.e. the same sampler settings without the z-TV term, which isolates
+the effect of the z-coupling),
 DiffusionMBIR (slice-wise prior + ADMM z-TV), and DDS without and with the z-TV hook at 1/10 of
 the steps. Every diffusion sampler runs with its defaults (only ``steps`` and DiffusionMBIR's
 ``lam``/``rho`` of ``SETTINGS`` are set).
@@ -154,13 +156,16 @@ def methods(prior, cfg: dict, settings: dict):
         "3D TV (ADMM)": (lambda y, op, g: tv_reconstruct(y, op, lam=settings["tv_lam"], rho=settings["tv_rho"], axes=(2, 3, 4),
                                                          iters=cfg["tv_iters"])[0], 0),
         f"2D prior per slice (DDS, {steps} steps)": (sampler(DDS(D, steps=steps, progress=False)), steps),
+        f"2D prior per slice (DiffusionMBIR, lam 0, {steps} steps)": (sampler(DiffusionMBIR(D, steps=steps, lam=0.0, rho=rho,
+                                                                                   progress=False)), steps),
         f"DiffusionMBIR ({steps} steps)": (sampler(DiffusionMBIR(D, steps=steps, lam=lam, rho=rho, progress=False)), steps),
         f"DDS ({fast} steps)": (sampler(DDS(D, steps=fast, progress=False)), fast),
         f"DDS + z-TV ({fast} steps)": (sampler(DiffusionMBIR(D, steps=fast, lam=lam, rho=rho, progress=False)), fast),
     }
 
 
-def run_task(name: str, cfg: dict, device="cpu", store: dict | None = None) -> list[dict]:
+def run_task(name: str, cfg: dict, device="cpu", store: dict | None = None, only: str | None = None) -> list[dict]:
+    """The rows of task ``name`` (the methods whose name contains ``only``, all when ``None``)."""
     import invdiff
     from invdiff.datasets.phantoms3d import test_volumes
 
@@ -172,6 +177,8 @@ def run_task(name: str, cfg: dict, device="cpu", store: dict | None = None) -> l
     prior = invdiff.load_prior(prior_name, device=device)
     rows = []
     for method, (fn, nfe) in methods(prior, cfg, SETTINGS[name]).items():
+        if only is not None and only not in method:
+            continue
         t0 = time.perf_counter()
         with torch.no_grad(), PeakMemory(device) as mem:
             x_hat = fn(y, op, torch.Generator(device=device).manual_seed(0))
@@ -226,7 +233,8 @@ def memory_rows(cfg: dict, device="cpu") -> list[dict]:
     return rows
 
 
-def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu", tasks=None) -> dict:
+def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu", tasks=None,
+        only: str | None = None) -> dict:
     from pathlib import Path
 
     torch.manual_seed(0)
@@ -235,7 +243,7 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
     rows = []
     tasks = list(SETTINGS) if tasks is None else list(tasks)
     for name in tasks:
-        rows += run_task(name, cfg, device, store)
+        rows += run_task(name, cfg, device, store, only)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     figure(store, tasks, Path(out_dir) / "mbir3d.png")
     out = {"mbir3d": rows}
@@ -244,14 +252,16 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
     return out
 
 
-if __name__ == "__main__":  # one or more tasks per process: python -m invdiff.benchmarks.mbir3d OUT [--quick] TASK...
+if __name__ == "__main__":  # python -m invdiff.benchmarks.mbir3d OUT [--quick] [--only=SUBSTRING] TASK...
     import sys
 
     from invdiff.benchmarks.table import write_table
 
     torch.set_num_threads(1)
-    args = [a for a in sys.argv[2:] if a != "--quick"]
-    out = run(sys.argv[1], quick="--quick" in sys.argv, tasks=args or None)
+    args = [a for a in sys.argv[2:] if a != "--quick" and not a.startswith("--only=")]
+    only = next((a.split("=", 1)[1] for a in sys.argv[2:] if a.startswith("--only=")), None)
+    out = run(sys.argv[1], quick="--quick" in sys.argv, tasks=args or None, only=only)
     tag = "-".join(args) if args else "all"
+    tag += "-only" if only else ""
     for name, rows in out.items():
         print(write_table(rows, sys.argv[1], f"{name}-{tag}"))
