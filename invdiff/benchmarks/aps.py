@@ -71,7 +71,7 @@ def _draw(sampler, name, y, op, n, gen, particles=4):
     return torch.stack(xs), torch.stack(ts)
 
 
-def enumeration_rows(quick: bool = False) -> list[dict]:
+def enumeration_rows(quick: bool = False, names: tuple[str, ...] = ("masked-unguided", "svdd", "masked-smc", "aps", "sgdd")) -> list[dict]:
     rows = []
     n = 256 if quick else 1024
     for seed in (0,) if quick else (0, 1, 2):
@@ -84,7 +84,7 @@ def enumeration_rows(quick: bool = False) -> list[dict]:
         floor = tv_distance(support[torch.multinomial(probs, n, True, generator=_g(99))], support, probs, 3)
         rows.append({"problem": seed, "sampler": "exact draws (floor)", "nfe": 0, "tv": floor, "seconds": 0.0})
         for nfe in (8, 16):
-            for name in ("masked-unguided", "svdd", "masked-smc", "aps"):
+            for name in names:
                 t0 = time.perf_counter()
                 if name == "masked-smc":
                     s = samplers.make(name, prior, steps=nfe)
