@@ -22,6 +22,18 @@ data, small ones the prior. ``lam=0`` is the paper's plain Krylov step
 Cost per step: one denoiser call and ``cg_iters`` applications of :math:`A^\top A`; no
 vector-Jacobian product through the network. About 50 steps suffice (the paper's setting).
 
+``x0_noise=True`` (calibrated spread): the step above uses the *mean* of the Gaussian
+approximation :math:`\mathcal N(m_i, P_i^{-1})`, :math:`P_i = A^\top V^{-1} A + v_i^{-1} I`, of
+:math:`p(x_0 \mid x_i, y)`, so the spread of the draws misses :math:`\mathrm{Var}[x_0 \mid x_i, y]`
+(under-dispersed: 0.76 per-pixel 90% coverage in SBC on 16 x 16 CT, ``invdiff bench calibration``).
+With the option, one more CG solve draws :math:`\tilde x_0 \sim \mathcal N(m_i, P_i^{-1})` by
+perturb-and-MAP (the same system with :math:`y + V^{1/2}\xi_1` and :math:`\hat x_0 + \sqrt{v_i}\,\xi_2`,
+started at the latter), and the step uses :math:`m_i + w_i (\tilde x_0 - m_i)`,
+:math:`w_i = 1 - \sigma_{down}/\sigma_i` the weight of :math:`x_0` in the DDIM mean: the ancestral
+kernel averaged over :math:`x_0 \mid x_i, y` then has the variance :math:`\sigma_{up}^2 + w_i^2 P_i^{-1}`
+(as Analytic-DPM, Bao et al. 2022, adds :math:`w_i^2\,\mathrm{Var}[x_0 \mid x_i]` without data).
+Cost: twice the CG steps; the network calls are unchanged.
+
 Example: a noiseless 1-of-3 observation of a 3-d standard Gaussian (the posterior mean is y on
 the observed coordinate, 0 elsewhere)
 
@@ -37,11 +49,14 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
-from invdiff.samplers.consistency import data_consistency_cg
+from invdiff.diffusion.solvers import ancestral_sigmas
+from invdiff.samplers.consistency import conjugate_gradient, data_consistency_cg
 from invdiff.samplers.loop import DiffusionLoop
 from invdiff.samplers.registry import register
+from invdiff.utils.random import randn
 
 __all__ = ["DDS"]
 
@@ -59,6 +74,9 @@ class DDS(DiffusionLoop):
         Krylov step), or a float :math:`\\lambda` giving :math:`v_i = 1/\\lambda` at every step.
     :param sigmas: explicit descending noise levels ending at 0 (default: Karras levels over
         ``[sigma_min, sigma_max]``, then 0).
+    :param x0_noise: draw :math:`x_0` from the Gaussian approximation of :math:`p(x_0 \\mid x_i, y)`
+        (perturb-and-MAP) and weight its spread as the ancestral kernel does (module docstring);
+        needs ``eta > 0`` and ``lam="auto"`` or a float > 0.
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
     """
 
@@ -66,7 +84,12 @@ class DDS(DiffusionLoop):
 
     def __init__(self, prior, steps: int = 50, *, cg_iters: int = 2, eta: float = 1.0, lam: float | str = "auto",
                  sigmas: Tensor | None = None, sigma_min: float = 0.002, sigma_max: float = 80.0,
-                 progress: bool = True, on_nan: str = "raise") -> None:
+                 x0_noise: bool = False, progress: bool = True, on_nan: str = "raise") -> None:
+        if not isinstance(x0_noise, bool):
+            raise ValueError(f"x0_noise: expected True or False, got {x0_noise!r}")
+        if x0_noise and (eta == 0 or lam == 0):
+            raise ValueError(f"x0_noise=True needs eta > 0 and lam != 0 (a proper Gaussian x0 | x), got eta={eta!r}, lam={lam!r}")
+        self.x0_noise = x0_noise
         if not isinstance(cg_iters, int) or isinstance(cg_iters, bool) or cg_iters < 1:
             raise ValueError(f"cg_iters: expected an int >= 1, got {cg_iters!r}")
         if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):
@@ -86,8 +109,27 @@ class DDS(DiffusionLoop):
 
     def start(self, problem, sigmas, generator):
         state = super().start(problem, sigmas, generator)
-        state["v"] = [self.prox_variance(s) for s in sigmas[:-1].tolist()]
+        levels = sigmas.tolist()
+        state["v"] = [self.prox_variance(s) for s in levels[:-1]]
+        if self.x0_noise:  # w_i: the weight of x0 in the DDIM(eta) mean from sigma_i to sigma_{i+1}
+            state["w"] = [1.0 - ancestral_sigmas(s, s1, self.eta)[0] / s for s, s1 in zip(levels[:-1], levels[1:])]
+            state["generator"] = generator
         return state
 
     def correct(self, x0_hat, problem, i, state):
-        return data_consistency_cg(problem, x0_hat, self.cg_iters, state["v"][i])
+        mean = data_consistency_cg(problem, x0_hat, self.cg_iters, state["v"][i])
+        if not self.x0_noise:
+            return mean
+        return mean + state["w"][i] * (self._draw(problem, x0_hat, state["v"][i], state["generator"]) - mean)
+
+    def _draw(self, problem, x0_hat: Tensor, v: float, generator) -> Tensor:
+        """Perturb-and-MAP draw from :math:`\\mathcal N(m, P^{-1})` (module docstring), ``cg_iters`` CG steps."""
+        physics, var = problem.physics, torch.as_tensor(problem.likelihood.variance(problem.y))
+        start = x0_hat + math.sqrt(v) * randn(x0_hat.shape, generator, x0_hat.device, x0_hat.dtype)
+        y = problem.y + var.sqrt() * randn(problem.y.shape, generator, x0_hat.device, x0_hat.dtype)
+
+        def apply(u: Tensor) -> Tensor:
+            return physics.A_adjoint(physics.A(u) / var) + u / v
+
+        with torch.no_grad():
+            return conjugate_gradient(apply, physics.A_adjoint(y / var) + start / v, start, self.cg_iters)
