@@ -286,11 +286,11 @@ def test_shipped_phantom_prior_beats_the_factorised_marginals():
     for key in ("command", "seed", "steps", "data", "ema_test_loss_nats_per_image", "wall_seconds"):
         assert key in prior.card
     assert not prior.card.get("partial")
-    # per-pixel marginals of 1,000 training-distribution phantoms (another seed): their entropy is
+    # per-pixel marginals of 400 training-distribution phantoms (another seed): their entropy is
     # the loss of the best factorised model; a prior that uses context must do much better
-    train, _ = discrete_data({"dataset": "ct-phantom", "size": 32, "n": 1000, "seed": 99}, 16)
+    train, _ = discrete_data({"dataset": "ct-phantom", "size": 32, "n": 400, "seed": 99}, 16)
     p = torch.nn.functional.one_hot(train, 16).double().mean(0)
     marginal_entropy = float(-(p * p.clamp_min(1e-300).log()).sum())
-    test, _ = discrete_data({"dataset": "ct-phantom", "size": 32, "split": "test", "n_test": 16}, 16)
+    test, _ = discrete_data({"dataset": "ct-phantom", "size": 32, "split": "test", "n_test": 12}, 16)
     loss = float(mdlm_loss(prior, test.repeat(2, 1), generator=_gen(0)).mean())
-    assert loss < 0.55 * marginal_entropy, (loss, marginal_entropy)  # measured: ~1371 nats; the prior ~640 (step 400: 717)
+    assert loss < 0.55 * marginal_entropy, (loss, marginal_entropy)  # measured: marginals ~1360 nats, the prior ~530

@@ -59,7 +59,7 @@ class _Saturation(Physics):
 
 
 class Pooled(Physics):
-    """``op`` applied to the 2x2 average of a twice larger signal: :math:`\mathcal A(P u)` (for DPS
+    r"""``op`` applied to the 2x2 average of a twice larger signal: :math:`\mathcal A(P u)` (for DPS
     with a 64x64 prior on 32x32 tasks); :meth:`pool` gives :math:`P u`."""
 
     def __init__(self, op, **kw):
