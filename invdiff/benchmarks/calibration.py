@@ -6,6 +6,8 @@ Tables (``run`` returns ``{name: rows}``), one row per sampler, with exact poste
 
 - ``calibration_mixture``: the MCGdiff mixture (``d_x = 8``, ``d_y`` 1 and 2; one random operator
   and noise level per ``d_y``), truths drawn from the mixture.
+- ``calibration_trained`` (:func:`trained_rows`): the demo tasks (64 x 64 CT and MRI) with the
+  shipped priors, truths from the prior's own ODE, DDS with and without ``x0_noise``.
 - ``calibration_images``: sparse-view CT of 16 x 16 phantoms (8 views, ``sigma_y = 0.05``) as a
   dense matrix, under an empirical phantom prior (a Gaussian mixture over 64 phantoms with a
   per-pixel std of 0.05, so the posterior is continuous and exact), truths drawn from it (16 x 16
@@ -70,8 +72,9 @@ def sbc_rows(task: str, prior, physics, names: list[str], trials: int, draws: in
     for name in [*exact, *names]:
         t0 = time.perf_counter()
         try:
+            opts = dict((settings or {}).get(name, {}))  # "sampler": the registered name behind a label
             sampler = ExactGaussianPosterior(prior) if name.startswith("exact") else \
-                make(name, prior, progress=False, **(settings or {}).get(name, {}))
+                make(opts.pop("sampler", name), prior, progress=False, **opts)
             res = sbc(prior, physics, sampler, trials, draws, generator=torch.Generator().manual_seed(seed + 1),
                       truths=truths, chunk=chunk)
         except Exception as err:  # a sampler that cannot run this task is reported, not fatal
@@ -86,15 +89,19 @@ def sbc_rows(task: str, prior, physics, names: list[str], trials: int, draws: in
     return rows
 
 
+#: DDS with its calibrated spread (``x0_noise``, the demo's uncertainty sampler), beside the defaults
+DDS_X0 = "dds (x0_noise)"
+
+
 def trained_rows(tasks=("ct", "mri"), runs: dict | None = None, trials: int = 8, draws: int = 32, chunk: int = 4,
                  seed: int = 11, out_dir: Path | None = None) -> list[dict]:
     """SBC on the demo tasks with the shipped (trained) priors (:mod:`invdiff.tasks`): truths from
     the prior's own ODE, so the prior's fit to real phantoms does not enter; ``runs``: sampler name
-    -> settings (default: DDS, the demo's uncertainty sampler, with its defaults). Coverage is per
+    -> settings (default: DDS with its defaults and with ``x0_noise``, the demo's uncertainty sampler). Coverage is per
     pixel and channel (MRI: real and imaginary parts)."""
     from invdiff.tasks import make_task
 
-    runs = runs if runs is not None else {"dds": {}}
+    runs = runs if runs is not None else {"dds": {}, DDS_X0: {"sampler": "dds", "x0_noise": True}}
     rows = []
     for task in tasks:
         prior, physics, x, _ = make_task(task, 1)
@@ -112,15 +119,18 @@ def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = continuous_samplers()
+    names = continuous_samplers() + [DDS_X0]
+    extra = {DDS_X0: {"sampler": "dds", "x0_noise": True}}
     trials, draws = (40, 32) if quick else (200, 64)
     mixture = []
     for d_y in (1, 2):
         prob = mcgdiff_problem(8, d_y, seed=d_y)
         mixture += [{"d_y": d_y, **r} for r in sbc_rows(f"mixture-dy{d_y}", prob["prior"], prob["physics"], names,
-                                                         trials, draws, seed=d_y, out_dir=out)]
+                                                         trials, draws, seed=d_y, out_dir=out, settings=extra)]
     prior = phantom_mixture()
     physics = _dense_ct(16, 8, 0.05)
     img_trials, img_draws = (16, 16) if quick else (64, 32)
-    images = sbc_rows("ct16", prior, physics, names, img_trials, img_draws, seed=7, out_dir=out, chunk=16)
-    return {"calibration_mixture": mixture, "calibration_images": images}
+    images = sbc_rows("ct16", prior, physics, names, img_trials, img_draws, seed=7, out_dir=out, chunk=16,
+                      settings=extra)
+    trained = trained_rows(("mri",) if quick else ("ct", "mri"), trials=8 if quick else 32, out_dir=out)
+    return {"calibration_mixture": mixture, "calibration_images": images, "calibration_trained": trained}
