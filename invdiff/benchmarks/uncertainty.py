@@ -53,6 +53,7 @@ def _sampler(name: str, prior, settings: dict):
     from invdiff.samplers import make
 
     s = dict(settings)
+    name = s.pop("sampler", name)  # a label with the registered sampler behind it
     if name == "dps" and "sigmas" not in s:  # the demo's DPS: Karras levels over [0.002, 80]
         s["sigmas"] = karras_sigmas(s.pop("steps", 100), 0.002, 80.0)
     return make(name, prior, progress=False, **s)
@@ -81,14 +82,15 @@ def uncertainty_metrics(out, truth, magnitude: bool) -> dict:
 def image_uncertainty(tasks=("ct", "mri"), runs: dict | None = None, n_particles: int = 32, n_images: int = 1,
                       seed: int = 0, device="cpu") -> list[dict]:
     """Rows of :func:`uncertainty_metrics` per task and sampler (``runs``: name -> settings)."""
-    runs = runs or {"smc-adaptive": {}, "daps": {}, "dps": {"steps": 100}}
+    runs = runs or {"smc-adaptive": {}, "daps": {}, "dps": {"steps": 100}, "dds": {},
+                    "dds (x0_noise)": {"sampler": "dds", "x0_noise": True}}
     rows = []
     for task in tasks:
         prior, x, physics, y, mag = _setup(task, n_images, device)
         if task == "ct":
             physics.max_iter = 20  # conjugate-gradient iterations of prox_l2 (the SMC ensemble), as the demo
         for name, settings in runs.items():
-            if name == "dps" and "zeta" not in settings:
+            if settings.get("sampler", name) == "dps" and "zeta" not in settings:
                 settings = {**settings, "zeta": 2.0 if task == "ct" else 1.0}  # the demo's validated zeta
             sampler = _sampler(name, prior, settings)
             t0 = time.perf_counter()
