@@ -21,6 +21,7 @@ TARGETS = {
     "mbir3d": "3D CT/MRI volumes with 2D priors: DiffusionMBIR, DDS, slice-independent diffusion, 3D TV (PSNR/SSIM per plane, NFE, memory)",
     "calibration": "simulation-based calibration (rank histograms, 90% coverage) of every continuous sampler at its defaults",
     "uncertainty": "posterior uncertainty targets: min ESS, 90% coverage, error-std correlation on CT/MRI; SMC step cost; mixture; phantom TV",
+    "prior-size": "128x128 CT: the prior trained at 128 vs the 64x64 prior used at 128 (size-agnostic) vs TV and FBP (PSNR), denoising MSE",
     "diagnostics": "hallucination maps (x0 variance) on phantoms with a rare feature; out-of-domain scores (camera, Shepp-Logan)",
     "all": "every target above (each in quick mode with --quick; a failing target is reported, not fatal) and one report, OUT/report.md",
 }

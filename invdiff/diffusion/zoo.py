@@ -5,13 +5,14 @@ package small, the training card in the file's metadata) with its card beside it
 ``<name>.json`` (architecture, preconditioning, data generator and parameters, seed, steps,
 final loss, and the command that reproduces it from ``configs/<name>.json``).
 
-=================  ========  ======================================================
-name               x_shape   data
-=================  ========  ======================================================
-ct-phantom-64      (1,64,64) random-ellipse CT phantoms in [0, 1] (datasets/ct_phantoms.md)
-mri-phantom-64     (2,64,64) complex MR phantoms, (real, imag) (datasets/mri_phantoms.md)
-hpsm-60ghz-16      (2,16,16) HPSM 60 GHz UM-MIMO channels, (real, imag) (datasets/channels_hpsm.md)
-=================  ========  ======================================================
+=================  ===========  ======================================================
+name               x_shape      data
+=================  ===========  ======================================================
+ct-phantom-64      (1,64,64)    random-ellipse CT phantoms in [0, 1] (datasets/ct_phantoms.md)
+ct-phantom-128     (1,128,128)  the same at 128 x 128; small (see its card, docs/benchmarks/scale.md)
+mri-phantom-64     (2,64,64)    complex MR phantoms, (real, imag) (datasets/mri_phantoms.md)
+hpsm-60ghz-16      (2,16,16)    HPSM 60 GHz UM-MIMO channels, (real, imag) (datasets/channels_hpsm.md)
+=================  ===========  ======================================================
 
 >>> import invdiff, torch
 >>> D = invdiff.load_prior("ct-phantom-64")                     # doctest: +SKIP
