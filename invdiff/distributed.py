@@ -13,7 +13,10 @@ when needed). Two uses:
   log-weights (and the particles) are all-gathered, every rank computes the same ancestors
   from the same generator (:func:`sharded_resample`), and keeps its block. Random draws of
   the moves use :func:`local_randn` (the full draw, sliced), so the result equals the
-  single-process run with the same seed, bit for bit on CPU.
+  single-process run with the same seed. :class:`ParticleShard` bundles these for the SMC
+  samplers (``make("smc", prior, shard_particles=True)``, and ``invdiff reconstruct --input``
+  under ``torchrun``): bit for bit where the denoiser's rows do not depend on the batch size
+  (``tests/test_distributed_smc.py``, an exact Gaussian mixture on 2 gloo ranks).
 
 The ancestor rule is the one of :func:`invdiff.samplers.smc.resampling.resample`: when the
 effective sample size of measurement ``b`` falls below ``ess_threshold * N``,
