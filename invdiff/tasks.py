@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ["TASKS", "SAMPLER_SETTINGS", "UNCERTAINTY", "sampler_settings", "make_task"]
+__all__ = ["TASKS", "SAMPLER_SETTINGS", "UNCERTAINTY", "UNCERTAINTY_SETTINGS", "sampler_settings", "uncertainty_settings",
+           "make_task"]
 
 TASKS = {
     "ct": dict(prior="ct-phantom-64", family="ct-phantom", operator="ct-sparse-view",
@@ -33,17 +34,28 @@ SAMPLER_SETTINGS = {
     "dps": {"ct": dict(steps=100, zeta=2.0, schedule="karras"), "mri": dict(steps=100, zeta=1.0, schedule="karras")},
     "red-diff": {"ct": dict(steps=200, lam_ref=0.02), "mri": dict(steps=400, lam_ref=0.05)},
     "smc": {"ct": dict(steps=10, sigma_max=10.0, particles=4), "mri": dict(steps=20, sigma_max=10.0, particles=4)},
-    # its defaults with the calibrated spread (x0_noise), 32 independent draws
-    "dds": {"ct": dict(particles=32, x0_noise=True), "mri": dict(particles=32, x0_noise=True)},
+    "dds": {"ct": dict(), "mri": dict()},  # its defaults
 }
-QUICK = {"dps": dict(steps=10), "red-diff": dict(steps=10), "smc": dict(steps=4, particles=2),
-         "dds": dict(steps=10, particles=4)}
+QUICK = {"dps": dict(steps=10), "red-diff": dict(steps=10), "smc": dict(steps=4, particles=2), "dds": dict(steps=10)}
 
 #: the sampler whose posterior spread the demo shows (std map beside the error, their correlation,
 #: 90% coverage of the truth): the best-calibrated answer within the demo's time, as measured on the
 #: demo tasks against smc-adaptive and DPS at N = 32, with x0_noise from SBC
 #: (docs/benchmarks/uncertainty.md)
 UNCERTAINTY = "dds"
+#: what the demo adds to :data:`UNCERTAINTY`'s settings: 32 independent draws, with the calibrated
+#: spread of DDS (``x0_noise``); ``--quick``: 4 draws
+UNCERTAINTY_SETTINGS = {"particles": 32, "x0_noise": True}
+
+
+def uncertainty_settings(task: str, quick: bool = False) -> dict:
+    """Settings of the demo's uncertainty sampler on ``task``: :func:`sampler_settings` of
+    :data:`UNCERTAINTY` with :data:`UNCERTAINTY_SETTINGS` (4 draws with ``quick``).
+
+    >>> uncertainty_settings("ct")
+    {'particles': 32, 'x0_noise': True}
+    """
+    return {**sampler_settings(task, UNCERTAINTY, quick), **UNCERTAINTY_SETTINGS, **({"particles": 4} if quick else {})}
 
 
 def sampler_settings(task: str, name: str, quick: bool = False) -> dict:

@@ -79,7 +79,7 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
     from invdiff.benchmarks.uncertainty import uncertainty_metrics
     from invdiff.metrics import psnr, ssim
     from invdiff.samplers import make as make_sampler
-    from invdiff.tasks import TASKS, UNCERTAINTY, make_task, sampler_settings
+    from invdiff.tasks import TASKS, UNCERTAINTY, make_task, sampler_settings, uncertainty_settings
 
     spec = TASKS[task]
     prior, physics, x, y = make_task(task, n_images, device=device, seed=seed)
@@ -121,7 +121,7 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         if name == "dps-1000":
             s, name = dict(sampler_settings(task, "dps"), steps=1000), "dps"
         else:
-            s = sampler_settings(task, name, quick)
+            s = uncertainty_settings(task, quick) if name == UNCERTAINTY else sampler_settings(task, name, quick)
         particles = s.pop("particles", 1)
         sampler = make_sampler(name, prior, progress=progress, **s)
         t = time.perf_counter()
@@ -201,7 +201,7 @@ def run(args) -> int:
     import invdiff
     from invdiff.benchmarks.table import markdown, write_table
     from invdiff.datasets.loaders import save_hdf5
-    from invdiff.tasks import TASKS, sampler_settings
+    from invdiff.tasks import TASKS, UNCERTAINTY, sampler_settings, uncertainty_settings
     from invdiff.utils.io import atomic_path
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -233,7 +233,8 @@ def run(args) -> int:
               f"(target +5), {by[best] - by['TV']:+.2f} dB over TV (target +1)")
     write_table(rows, out, "demo")
     settings = dict(tasks={t: {k: v for k, v in TASKS[t].items()} for t in tasks},
-                    samplers={t: {name: sampler_settings(t, name, args.quick) for name, _ in METHODS} for t in tasks},
+                    samplers={t: {name: uncertainty_settings(t, args.quick) if name == UNCERTAINTY
+                                      else sampler_settings(t, name, args.quick) for name, _ in METHODS} for t in tasks},
                     images=n_images, seed=args.seed, quick=args.quick, device=str(device),
                     version=invdiff.__version__, torch=torch.__version__, total_seconds=round(total, 2))
     with atomic_path(out / "results.json") as tmp:
