@@ -65,7 +65,7 @@ def trained_prior():
 def run(quick: bool = False, factors=(2, 4, 8), n_prob: int | None = None) -> list[dict]:
     from invdiff.samplers import make
 
-    n, n_prob_d, n_samples, steps, iters = (32, 1, 4, 10, 5) if quick else (64, 2, 8, 50, 30)
+    n, n_prob_d, n_samples, steps, iters = (32, 1, 4, 10, 5) if quick else (64, 2, 4, 50, 30)
     n_prob = n_prob or n_prob_d
     factors = (4,) if quick else factors
     problem = VorticityProblem(n)
@@ -104,12 +104,17 @@ def run(quick: bool = False, factors=(2, 4, 8), n_prob: int | None = None) -> li
         if learned is not None:
             samplers.append(("dps", learned, "trained prior", dict(steps=steps, zeta=zeta, progress=False)))
         for name, prior, label, kw in samplers:
-            sampler = make(name, prior, **kw)
+            sampler = make(name, prior, on_nan="clip", **kw)  # a blown-up solve skips that update (counted below)
             t0 = time.process_time()
-            out = sampler.sample(y, physics, n_samples=n_samples, generator=gen)
+            try:
+                out = sampler.sample(y, physics, n_samples=n_samples, generator=gen)
+            except (FloatingPointError, RuntimeError) as exc:
+                rows.append(dict(factor=f"{k}x", observations=int(y[0].numel()), method=f"{name}, {label}: failed ({exc})"[:160]))
+                continue
             secs = (time.process_time() - t0) / n_prob
             w = out.weights().reshape(n_samples, n_prob, 1, 1, 1)
             mean = (w * out.samples).sum(0)
             std = (w * (out.samples - mean) ** 2).sum(0).sqrt()
             record(f"{name}, {label} ({n_samples} samples, {kw['steps']} steps)", mean.detach(), secs, std.detach())
+            rows[-1]["skipped_updates"] = len(out.trace.get("nonfinite", []))
     return rows

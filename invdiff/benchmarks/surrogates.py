@@ -24,7 +24,7 @@ Two tables:
 
 A figure ``surrogates.png`` shows a test trajectory: truth and each model. A third table,
 ``surrogates_superres`` (:mod:`invdiff.benchmarks.surrogates_sr`; ``INVDIFF_SURROGATES_SR=0``
-skips it), evaluates the super-resolution stage at 2x the resolution against the solver.
+skips it, ``=only`` runs it alone), evaluates the super-resolution stage at 2x the resolution against the solver.
 """
 from __future__ import annotations
 
@@ -122,6 +122,12 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
     torch.set_num_threads(threads)
     dev = torch.device(device)
     n_test, n_ens = (8, 2) if quick else (32, 4)
+    if os.environ.get("INVDIFF_SURROGATES_SR") == "only":  # just the 2x-finer table
+        from invdiff.benchmarks import surrogates_sr
+
+        gen = torch.Generator(device=dev).manual_seed(0)
+        return {"surrogates_superres": surrogates_sr.run(load_models(dev)["wdno (wavelet diffusion)"], 4 if quick else 16,
+                                                         steps, gen, dev, _clock, _errors)}
     data = burgers_trajectories(n_test, seed=1, nx=NX, nt=NT)
     u, u0, f = data["u"].to(dev), data["u0"].to(dev), data["f"].to(dev)
     models = load_models(dev)
