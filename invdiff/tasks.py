@@ -43,9 +43,9 @@ QUICK = {"dps": dict(steps=10), "red-diff": dict(steps=10), "smc": dict(steps=4,
 #: demo tasks against smc-adaptive and DPS at N = 32, with x0_noise from SBC
 #: (docs/benchmarks/uncertainty.md)
 UNCERTAINTY = "dds"
-#: what the demo adds to :data:`UNCERTAINTY`'s settings: 32 independent draws, with the calibrated
-#: spread of DDS (``x0_noise``); ``--quick``: 4 draws
-UNCERTAINTY_SETTINGS = {"particles": 32, "x0_noise": True}
+#: what the demo adds to :data:`UNCERTAINTY`'s settings: 16 independent draws (32 doubled the demo's
+#: CPU time: docs/demo.md), with the calibrated spread of DDS (``x0_noise``); ``--quick``: 4 draws
+UNCERTAINTY_SETTINGS = {"particles": 16, "x0_noise": True}
 
 
 def uncertainty_settings(task: str, quick: bool = False) -> dict:
@@ -53,7 +53,7 @@ def uncertainty_settings(task: str, quick: bool = False) -> dict:
     :data:`UNCERTAINTY` with :data:`UNCERTAINTY_SETTINGS` (4 draws with ``quick``).
 
     >>> uncertainty_settings("ct")
-    {'particles': 32, 'x0_noise': True}
+    {'particles': 16, 'x0_noise': True}
     """
     return {**sampler_settings(task, UNCERTAINTY, quick), **UNCERTAINTY_SETTINGS, **({"particles": 4} if quick else {})}
 

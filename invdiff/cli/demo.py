@@ -10,7 +10,7 @@ Tasks (64 x 64 held-out phantoms, :func:`invdiff.datasets.phantoms.test_set`):
 
 Methods: the operator's baseline, total variation (deepinv's FISTA with ``TVPrior``), DPS
 (Chung et al. 2023), RED-Diff (Mardani et al. 2024) and DDS (Chung, Lee & Ye 2024, with its
-defaults; 32 posterior draws: their mean and spread), all built by name through
+defaults; 16 posterior draws with its calibrated spread, ``x0_noise``: their mean and spread), all built by name through
 :func:`invdiff.samplers.make` with the settings of :mod:`invdiff.tasks`; for reference, deepinv's
 DiffPIR (Zhu et al. 2023) on the same denoiser, and with ``--reference`` DPS with the paper's
 1000 ancestral steps.
