@@ -245,7 +245,8 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
     for name in tasks:
         rows += run_task(name, cfg, device, store, only)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    figure(store, tasks, Path(out_dir) / "mbir3d.png")
+    if only is None:  # a partial run leaves the full run's figures alone
+        figure(store, tasks, Path(out_dir) / "mbir3d.png")
     out = {"mbir3d": rows}
     if "ct-8view" in tasks:
         out["mbir3d-memory"] = memory_rows(cfg, device)
