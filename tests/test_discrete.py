@@ -294,3 +294,31 @@ def test_shipped_phantom_prior_beats_the_factorised_marginals():
     test, _ = discrete_data({"dataset": "ct-phantom", "size": 32, "split": "test", "n_test": 12}, 16)
     loss = float(mdlm_loss(prior, test.repeat(2, 1), generator=_gen(0)).mean())
     assert loss < 0.55 * marginal_entropy, (loss, marginal_entropy)  # measured: marginals ~1360 nats, the prior ~530
+
+
+def test_patch_vq_tokenizer():
+    from invdiff.diffusion.discrete.vq import PatchCodebook, train_patch_vq, vq_distortion
+    from invdiff.datasets.phantoms import ct_phantoms
+
+    # images built from code patches decode exactly from their tokens
+    codes = torch.rand(5, 4, generator=_gen(0))
+    cb = PatchCodebook(codes, (1, 4, 6), patch=2)
+    tokens = torch.randint(0, 5, (3, 6), generator=_gen(1))
+    x = cb.decode(tokens)
+    assert x.shape == (3, 1, 4, 6) and torch.equal(x[0, 0, 2:4, 2:4].flatten(), codes[tokens[0, 4]])
+    assert torch.equal(cb.encode(x), tokens)
+    # Lloyd's iterations never increase the distortion
+    ph = ct_phantoms(64, size=16, generator=_gen(2))
+    d = [vq_distortion(train_patch_vq(ph, 32, patch=4, iters=k, generator=_gen(3)), ph) for k in (0, 1, 3, 10)]
+    assert all(b <= a + 1e-7 for a, b in zip(d, d[1:])) and d[-1] < 0.7 * d[0], d
+    # APS runs on patch tokens (expected code patches, straight-through quantisation)
+    from invdiff.benchmarks.aps_tasks import make_task
+
+    ph32 = ct_phantoms(8, size=32, generator=_gen(4))
+    vq = train_patch_vq(ph32, 8, patch=4, iters=5, generator=_gen(4))
+    prior = random_mixture(2, vq.seq_len, 8, generator=_gen(5), codebook=vq)
+    phys = make_task("sr2", size=32)
+    out = samplers.make("aps", prior, steps=4, inner_steps=3).sample(phys.A(ph32[:1]), phys, n_samples=2)
+    assert out.samples.shape == (2, 1, 1, 32, 32)
+    with pytest.raises(ValueError, match="multiples"):
+        PatchCodebook(codes, (1, 5, 6), patch=2)

@@ -14,10 +14,11 @@ from invdiff.diffusion.discrete.loss import mask_tokens, mdlm_loss
 from invdiff.diffusion.discrete.sampling import ancestral_sample, first_hitting_sample
 from invdiff.diffusion.discrete.schedules import Cosine, LogLinear, MaskingSchedule, make_schedule
 from invdiff.diffusion.discrete.tokenizers import Codebook, intensity_quantizer
+from invdiff.diffusion.discrete.vq import PatchCodebook, train_patch_vq
 
 __all__ = [
     "gumbel", "sample_categorical", "CountingPrior", "all_masked", "conditionals", "FactorizedMixture",
     "all_sequences", "empirical_prior", "random_mixture", "mask_tokens", "mdlm_loss", "ancestral_sample",
     "first_hitting_sample", "Cosine", "LogLinear", "MaskingSchedule", "make_schedule", "Codebook",
-    "intensity_quantizer",
+    "intensity_quantizer", "PatchCodebook", "train_patch_vq",
 ]
