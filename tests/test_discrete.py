@@ -153,14 +153,12 @@ def test_masked_smc_converges_with_particles():
     prior, phys, y, support, probs = _enumeration_problem()
     tvs = {}
     for N, runs in ((4, 256), (128, 8)):  # 1024 weighted particles in total each
-        sampler = samplers.make("masked-smc", prior, steps=8)
-        toks, ws = [], []
-        for r in range(runs):
-            out = sampler.sample(y, phys, n_samples=N, generator=_gen(100 + r))
-            toks.append(out.trace["tokens"][:, 0])
-            ws.append(torch.softmax(out.log_weights[:, 0].double(), 0))
-        tvs[N] = tv_distance(torch.cat(toks), support, probs, 3, torch.cat(ws))
-    assert tvs[128] < tvs[4] - 0.05, tvs
+        # independent runs as a batch of copies of y (particles interact only within a column)
+        out = samplers.make("masked-smc", prior, steps=8).sample(y.repeat(runs, 1), phys, n_samples=N, generator=_gen(100))
+        toks = out.trace["tokens"].transpose(0, 1).reshape(N * runs, -1)
+        ws = torch.softmax(out.log_weights.double(), 0).T.reshape(-1)
+        tvs[N] = tv_distance(toks, support, probs, 3, ws)
+    assert tvs[128] < tvs[4] - 0.05, tvs  # measured: 4 particles 0.81, 128 particles 0.63
 
 
 def test_svdd_counts_candidate_calls_and_beats_unguided_fit():
