@@ -16,7 +16,7 @@ TARGETS = {
     "channel": "channel estimation on HPSM channels: NMSE vs SNR of LS, LMMSE, OMP (DFT/polar), PnP-ODE, Langevin; NFE, time",
     "surrogates": "Burgers trajectory surrogates (WDNO, physical diffusion, FNO, persistence) vs the solver: error, speed",
     "pde-inverse": "Burgers trajectory and initial state from sparse sensors (DPS/SMC with the WDNO prior), NS vorticity from 2x/4x/8x sub-sampling (DPS/DAPS/SMC), vs solver-in-the-loop",
-    "aps": "discrete priors: APS/SVDD/masked SMC vs exact posteriors (TV) and on digits tasks (PSNR vs NFE), continuous DPS beside",
+    "aps": "discrete priors: APS/SVDD/SGDD/masked SMC vs exact posteriors (TV) and on digits and 32x32 phantom tasks (PSNR vs NFE), continuous DPS beside",
     "gpu": "CUDA: sampler step time vs bare network evaluation on 256^2 CT, SMC particles/s for N = 64..1024 (skips without a GPU)",
     "mbir3d": "3D CT/MRI volumes with 2D priors: DiffusionMBIR, DDS, slice-independent diffusion, 3D TV (PSNR/SSIM per plane, NFE, memory)",
     "calibration": "simulation-based calibration (rank histograms, 90% coverage) of every continuous sampler at its defaults",
