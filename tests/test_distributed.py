@@ -6,7 +6,6 @@ resampling rule of :mod:`invdiff.samplers.smc.resampling` applied directly.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 from invdiff.distributed import all_gather_rows, local_randn, shard_bounds, sharded_resample
+from tests.gloo import free_port, gloo_group
 
 N, B, STEPS = 12, 2, 6
 
@@ -35,30 +35,20 @@ def toy_smc(seed: int = 0):
     return all_gather_rows(x), all_gather_rows(lw), g.get_state()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
+    from safetensors.torch import save_file
+
+    with gloo_group(rank, world, port):
         x, lw, state = toy_smc()
         s, e = shard_bounds(N, rank, world)
-        from safetensors.torch import save_file
-
         save_file({"x": x, "lw": lw, "state": state, "local": torch.tensor([s, e])}, os.path.join(out, f"r{rank}.safetensors"))
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def test_sharded_resampling_equals_single_process(tmp_path):
     from safetensors.torch import load_file
 
     ref_x, ref_lw, ref_state = toy_smc()
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     for r in range(2):
         got = load_file(str(tmp_path / f"r{r}.safetensors"))
         assert torch.equal(got["x"], ref_x) and torch.equal(got["lw"], ref_lw) and torch.equal(got["state"], ref_state)
@@ -133,7 +123,7 @@ def test_reconstruct_input_dir_two_ranks(tmp_path):
             "--prior", "ct-phantom-64", "--steps", "1", "--samples", "2", "--input-dir", str(data)]
     assert main(args + ["--output", str(tmp_path / "single.h5")]) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "invdiff"] + args + ["--output", str(tmp_path / "two.h5")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+from tests.gloo import free_port, gloo_group
 
 N, B = 13, 2
 
@@ -72,20 +73,9 @@ def run_all(shard: bool) -> dict:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank))
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         torch.save(run_all(shard=True), os.path.join(out, f"r{rank}.pt"))
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +86,7 @@ def one_process():
 @pytest.fixture(scope="module")
 def two_ranks(one_process, tmp_path_factory):  # after one_process: the forked ranks inherit its imports
     out = tmp_path_factory.mktemp("smc-shard")
-    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True, start_method="fork")
     return [torch.load(out / f"r{r}.pt") for r in range(2)]
 
 
@@ -179,7 +169,7 @@ def test_reconstruct_smc_particles_on_two_ranks(tmp_path, sampler, atol):
             "--sampler-args", '{"sigma_max": 5.0}', "--prior", "ct-phantom-64", "--steps", "3", "--samples", "4",
             "--input", str(tmp_path / "x.npy")]
     assert main(args + ["--output", str(tmp_path / "one.h5")]) == 0
-    mp.start_processes(_cli_worker, args=(2, _free_port(), args + ["--output", str(tmp_path / "two.h5")]), nprocs=2,
+    mp.start_processes(_cli_worker, args=(2, free_port(), args + ["--output", str(tmp_path / "two.h5")]), nprocs=2,
                        join=True, start_method="fork")
     with h5py.File(tmp_path / "one.h5") as a, h5py.File(tmp_path / "two.h5") as b:
         assert b["samples"].shape == (4, 1, 1, 64, 64)
