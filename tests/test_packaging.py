@@ -96,3 +96,15 @@ def test_readme_starts_with_two_setup_commands_and_ci_runs_the_second():
 @pytest.mark.parametrize("pin", ["torch==2.14.1", "torchvision==0.29.1"])
 def test_ci_pins_torch_pair(pin):
     assert pin in (ROOT / "constraints.txt").read_text().split()
+
+
+#: what the wheel may carry in shipped weights and their cards (``invdiff/assets``), in bytes: the
+#: issues' "assets budget" (20 MB), so that ``pip install`` stays small
+ASSETS_BUDGET = 20_000_000
+
+
+def test_shipped_assets_stay_within_the_budget():
+    files = [p for p in (ROOT / "invdiff" / "assets").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    total = sum(p.stat().st_size for p in files)
+    largest = sorted(files, key=lambda p: p.stat().st_size)[-3:]
+    assert total <= ASSETS_BUDGET, f"invdiff/assets holds {total / 1e6:.1f} MB (budget {ASSETS_BUDGET / 1e6:.0f} MB); largest: {largest}"
