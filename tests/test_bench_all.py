@@ -94,3 +94,39 @@ def test_cli_knows_all():
     from invdiff.cli.bench import TARGETS
 
     assert "all" in TARGETS
+
+
+def test_resume_reads_back_finished_targets_and_records_when_and_where(tmp_path):
+    from invdiff.benchmarks import all as bench_all
+
+    calls = []
+
+    def runner(target, out, quick, device):
+        calls.append(target)
+        return fake_runner(target, out, quick, device)
+
+    first = run_targets(["priors", "broken"], tmp_path, True, "cpu", runner=runner)
+    assert [r["status"] for r in first] == ["ok", "failed"]
+    record = (tmp_path / "priors" / "run.json").read_text()
+    assert '"quick": true' in record and '"status": "ok"' in record and '"commit"' in record and '"started"' in record
+    assert bench_all.finished(tmp_path, "priors", quick=True)
+    assert not bench_all.finished(tmp_path, "priors", quick=False)  # a quick table never stands in for a full one
+    assert not bench_all.finished(tmp_path, "broken", quick=True)  # a failed target is rerun
+    calls.clear()
+    orig = bench_all.run_targets
+    bench_all.run_targets = lambda targets, out, quick, device, on_result=None: orig(targets, out, quick, device, runner, on_result)
+    try:
+        bench_all.run(str(tmp_path), True, "cpu", targets=["priors", "broken", "channel"], resume=True)
+    finally:
+        bench_all.run_targets = orig
+    assert calls == ["broken", "channel"]  # priors read back, not rerun
+    text = (tmp_path / "report.md").read_text()
+    assert "1 of them (priors) were read back" in text and "ok (read back)" in text
+    assert text.index("## priors") < text.index("## broken") < text.index("## channel")  # the targets' order is kept
+
+
+def test_bench_resume_is_refused_for_a_single_target(capsys):
+    from invdiff.cli import main
+
+    assert main(["bench", "operators", "--resume"]) == 2
+    assert "--resume applies to `invdiff bench all` only" in capsys.readouterr().err

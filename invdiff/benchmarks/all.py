@@ -14,7 +14,11 @@ end of its traceback) and the others still run. Every table is written as Markdo
   level): :mod:`invdiff.benchmarks.report`.
 
 The report is rewritten after each target, so an interrupted run leaves the report of the targets
-that finished. ``INVDIFF_BENCH_ALL_TARGETS=a,b`` runs a subset (for instance to skip a target you already ran).
+that finished. Each finished target leaves ``OUT/<target>/run.json`` (status, seconds, mode, start
+time and git commit), which the report lists per target. ``resume=True`` (``invdiff bench all
+--resume``) reads back every target whose ``run.json`` says it finished in the same mode instead of
+rerunning it, so a full run can be spread over several sessions and still say when and at which
+commit each table was measured. ``INVDIFF_BENCH_ALL_TARGETS=a,b`` runs a subset.
 The function returns the summary table (one row per target), which the CLI also writes as
 ``OUT/bench_all.md``.
 
@@ -29,7 +33,9 @@ import time
 import traceback
 from pathlib import Path
 
-__all__ = ["run", "run_targets", "normalise", "load_results"]
+__all__ = ["run", "run_targets", "normalise", "load_results", "finished"]
+
+RECORD = "run.json"
 
 
 def normalise(target: str, tables) -> dict[str, list[dict]]:
@@ -52,9 +58,26 @@ def _value(v: str):
     return v
 
 
+def _record(folder: Path) -> dict:
+    import json
+
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def finished(out_dir: str | os.PathLike, target: str, quick: bool) -> bool:
+    """Whether ``OUT/<target>/run.json`` records a successful run of ``target`` in this mode (quick or full)."""
+    record = _record(Path(out_dir) / target)
+    return record.get("status") == "ok" and record.get("quick") is quick
+
+
 def load_results(out_dir: str | os.PathLike, targets: list[str]) -> list[dict]:
     """The results of targets already run, read back from ``OUT/<target>/*.csv`` (to rebuild a report
-    without rerunning them; numbers are parsed back from the CSV text). Targets without a folder are skipped."""
+    without rerunning them; numbers are parsed back from the CSV text), with the seconds, start time and
+    commit of their ``run.json`` when there is one. Targets without a folder are skipped."""
     import csv
 
     results = []
@@ -66,7 +89,9 @@ def load_results(out_dir: str | os.PathLike, targets: list[str]) -> list[dict]:
         for path in sorted(folder.glob("*.csv")):
             with open(path, newline="") as f:
                 tables[path.stem] = [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        results.append(dict(target=target, tables=tables, status="ok (read back)", seconds=""))
+        record = _record(folder)
+        results.append(dict(target=target, tables=tables, status="ok (read back)", seconds=record.get("seconds", ""),
+                            started=record.get("started", ""), commit=record.get("commit", "")))
     return results
 
 
@@ -95,12 +120,13 @@ def run_targets(targets: list[str], out_dir: str | os.PathLike, quick: bool, dev
         return module.run(out_dir=str(out), quick=quick, device=device)
 
     runner = runner or default_runner
+    commit = _commit()
     results = []
     for target in targets:
         out = Path(out_dir) / target
         print(f"[bench all] {target} ...", flush=True)
         t0 = time.perf_counter()
-        res = dict(target=target, tables={})
+        res = dict(target=target, tables={}, started=_now(), commit=commit)
         try:
             res["tables"] = normalise(target, runner(target, out, quick, device))
             for name, rows in res["tables"].items():
@@ -111,6 +137,7 @@ def run_targets(targets: list[str], out_dir: str | os.PathLike, quick: bool, dev
             res["error"] = f"{type(err).__name__}: {err}"
             res["traceback"] = "".join(traceback.format_exception(err)[-6:])
         res["seconds"] = round(time.perf_counter() - t0, 1)
+        _write_record(out, res, quick, device)
         print(f"[bench all] {target}: {res['status']} in {res['seconds']} s", flush=True)
         results.append(res)
         if on_result is not None:
@@ -118,8 +145,34 @@ def run_targets(targets: list[str], out_dir: str | os.PathLike, quick: bool, dev
     return results
 
 
-def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None) -> dict[str, list[dict]]:
-    """Run the targets (default: every target of ``invdiff bench`` but ``all``) and write ``OUT/report.md``."""
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _commit() -> str:
+    from invdiff.benchmarks.report import machine_commit
+
+    return machine_commit()
+
+
+def _write_record(folder: Path, res: dict, quick: bool, device: str) -> None:
+    import json
+
+    from invdiff.utils.io import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {k: res[k] for k in ("target", "status", "seconds", "started", "commit")}
+    record.update(quick=quick, device=device)
+    with atomic_path(folder / RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None,
+        resume: bool = False) -> dict[str, list[dict]]:
+    """Run the targets (default: every target of ``invdiff bench`` but ``all``) and write ``OUT/report.md``;
+    with ``resume``, targets that already finished in ``out_dir`` in this mode are read back, not rerun."""
     from invdiff.benchmarks.report import write_report
 
     if targets is None:
@@ -135,7 +188,17 @@ def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None
         return write_report(results, out_dir, quick=quick, device=device, total_seconds=time.perf_counter() - started,
                             planned=len(targets))
 
-    results = run_targets(targets, out_dir, quick, device, on_result=report)
+    done = [t for t in targets if resume and finished(out_dir, t, quick)]
+    if done:
+        print(f"[bench all] --resume: reading back {', '.join(done)}", flush=True)
+    earlier = {r["target"]: r for r in load_results(out_dir, done)}
+
+    def in_order(new):
+        by_target = {**earlier, **{r["target"]: r for r in new}}
+        return [by_target[t] for t in targets if t in by_target]
+
+    todo = [t for t in targets if t not in earlier]
+    results = in_order(run_targets(todo, out_dir, quick, device, on_result=lambda new: report(in_order(new))))
     path = report(results)
     print(f"[bench all] report: {path}", flush=True)
     summary = [dict(target=r["target"], status=r["status"], seconds=r["seconds"], tables=", ".join(r["tables"]),

@@ -76,6 +76,18 @@ def _task(row: dict) -> str | None:
     return None
 
 
+def machine_commit() -> str:
+    """The git commit of the installed invdiff checkout, marked when the working tree has uncommitted changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return (commit + (" (with uncommitted changes)" if dirty else "")) if commit else "unknown (not a git checkout)"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
 def machine(device: str = "cpu") -> dict:
     """The machine, the versions, the date and the git commit, as ``{field: value}``."""
     import torch
@@ -99,17 +111,9 @@ def machine(device: str = "cpu") -> dict:
         dinv_version = deepinv.__version__
     except Exception:  # pragma: no cover - deepinv is a dependency
         dinv_version = "not installed"
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        commit = (commit + (" (with uncommitted changes)" if dirty else "")) if commit else "unknown (not a git checkout)"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown (git not available)"
     return {
         "date (UTC)": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "git commit": commit,
+        "git commit": machine_commit(),
         "CPU": cpu,
         "cores": os.cpu_count(),
         "torch threads": torch.get_num_threads(),
@@ -271,11 +275,14 @@ def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: 
     """The report's Markdown text (figures written under ``fig_dir``, linked relative to ``rel_to``)."""
     from invdiff.benchmarks.table import markdown
 
+    back = [r["target"] for r in results if str(r.get("status", "")).endswith("(read back)")]
     mode = "quick run (`--quick`: small sizes, few steps; numbers are smoke-test quality, not the full measurement)" if quick \
         else "full run"
     lines = ["# invdiff benchmark report", "",
              f"`invdiff bench all{' --quick' if quick else ''}`: {mode}; {len(results)} targets in {total_seconds / 60:.1f} minutes"
-             + (f" (**incomplete: {len(results)} of {planned} targets so far**)." if planned and len(results) < planned else "."), "",
+             + (f" (**incomplete: {len(results)} of {planned} targets so far**)." if planned and len(results) < planned else ".")
+             + (f" {len(back)} of them ({', '.join(back)}) were read back from earlier runs in the same folder (`--resume`): "
+                "the targets table gives each one's start time and commit." if back else ""), "",
              "## Machine and versions", "", markdown([{"field": k, "value": v} for k, v in info.items()]), ""]
     tables = {r["target"]: r["tables"] for r in results}
     head = headline(tables)
@@ -284,8 +291,10 @@ def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: 
               "same prior and data (same NFE where the table has it) beside it. Time columns are those of the table "
               "(seconds or CPU seconds on this machine).", "",
               markdown(head) if head else "(no table with a task, a method and a quality column)", ""]
-    lines += ["## Targets", "", markdown([dict(target=r["target"], status=r["status"], seconds=r["seconds"],
-                                              tables=", ".join(r["tables"]) or "-") for r in results]), ""]
+    lines += ["## Targets", "", "Each target's start time (UTC) and the commit it ran at (a run resumed with `--resume` "
+              "spans several starts).", "",
+              markdown([dict(target=r["target"], status=r["status"], seconds=r["seconds"], started=r.get("started", ""),
+                             commit=str(r.get("commit", ""))[:12], tables=", ".join(r["tables"]) or "-") for r in results]), ""]
     for r in results:
         lines += [f"## {r['target']}", ""]
         if r["status"] == "failed":

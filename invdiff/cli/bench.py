@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="results/bench", help="output folder (default: results/bench)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--resume", action="store_true",
+                   help="with `all`: read back the targets that already finished in OUT in the same mode "
+                        "(OUT/<target>/run.json) instead of rerunning them")
     p.set_defaults(func=run)
 
 
@@ -41,8 +44,11 @@ def run(args) -> int:
 
     from invdiff.benchmarks.table import write_table
 
+    if args.resume and args.target != "all":
+        raise ValueError("--resume applies to `invdiff bench all` only (it reads back finished targets of a report)")
     module = importlib.import_module(f"invdiff.benchmarks.{args.target.replace('-', '_')}")
-    tables = module.run(out_dir=args.out, quick=args.quick, device=args.device)
+    extra = dict(resume=args.resume) if args.target == "all" else {}
+    tables = module.run(out_dir=args.out, quick=args.quick, device=args.device, **extra)
     if isinstance(tables, list):  # a single table
         tables = {args.target: tables}
     for name, rows in tables.items():
