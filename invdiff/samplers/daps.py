@@ -7,14 +7,20 @@ At each annealing level :math:`\sigma_t` (descending), three decoupled moves:
     \hat x_0 &= \mathrm{ODE}_{\sigma_t \to 0}(x_t)
         &&\text{(a few steps of the prior's probability-flow ODE)} \\
     x_0 &\sim p(x_0 \mid x_t, y) \propto \exp\!\Big(-\frac{\|x_0 - \hat x_0\|^2}{2 r_t^2}\Big)\, p(y \mid x_0)
-        &&\text{(Langevin, } x_0 \leftarrow x_0 - h_t \nabla U(x_0) + \sqrt{2 h_t}\,\xi \text{)} \\
+        &&\text{(exact draw or Langevin, below)} \\
     x_{t-1} &= x_0 + \sigma_{t-1}\,\varepsilon, \quad \varepsilon \sim \mathcal N(0, I)
         &&\text{(re-noise; } \sigma_{final} = 0 \text{ returns } x_0 \text{)}
 
-with :math:`U(x_0) = \|x_0 - \hat x_0\|^2/(2 r_t^2) - \log p(y \mid x_0)` (the likelihood object's
-negative log-likelihood and its gradient: any differentiable operator, Gaussian or Poisson noise),
-and :math:`r_t = \sigma_t` as in the paper. Because the ODE, not a Langevin step, carries the
-prior, the iterate can move far between levels: errors of early levels are not inherited.
+The second move (``x0_move``). For a linear operator and Gaussian noise, :math:`y = A x_0 + V^{1/2} n`,
+the target is exactly Gaussian, :math:`\mathcal N(m_t, P_t^{-1})` with
+:math:`P_t = A^\top V^{-1} A + r_t^{-2} I`, and is drawn exactly by perturb-and-MAP, a conjugate-gradient
+solve of :math:`P_t x_0 = A^\top V^{-1}(y + V^{1/2}\xi_1) + r_t^{-2}(\hat x_0 + r_t \xi_2)`
+(:func:`invdiff.samplers.consistency.gaussian_draw_cg`; ``x0_move="exact"``, the default there). Otherwise
+(any differentiable operator, Poisson noise) ``langevin_steps`` unadjusted Langevin steps,
+:math:`x_0 \leftarrow x_0 - h_t \nabla U(x_0) + \sqrt{2 h_t}\,\xi`, on
+:math:`U(x_0) = \|x_0 - \hat x_0\|^2/(2 r_t^2) - \log p(y \mid x_0)` (``x0_move="langevin"``, the paper's
+move). Because the ODE, not a Langevin step, carries the prior, the iterate can move far between
+levels: errors of early levels are not inherited.
 
 Settings of the paper (DAPS-1K): 200 annealing levels (EDM/Karras, :math:`\sigma` from 100 to 0.1
 then 0), 5 Euler ODE steps per level, :math:`r_t = \sigma_t`, 100 Langevin steps per level,
@@ -66,7 +72,9 @@ from torch import Tensor
 
 from invdiff.diffusion.schedules import karras_sigmas
 from invdiff.samplers.base import PosteriorSamples, Problem, Recorder, Sampler, karras_levels
+from invdiff.samplers.consistency import gaussian_draw_cg
 from invdiff.samplers.langevin import likelihood_curvature
+from invdiff.samplers.likelihood import GaussianLikelihood
 from invdiff.samplers.registry import register
 from invdiff.utils.progress import progress as progress_bar
 from invdiff.utils.random import randn
@@ -82,6 +90,11 @@ class DAPS(Sampler):
     :param steps: annealing levels (Karras levels over ``[sigma_min, sigma_max]``, then 0).
     :param ode_steps: Euler steps of the prior ODE from each level to 0 (denoiser calls per level;
         1: the Tweedie estimate :math:`D(x_t, \\sigma_t)`).
+    :param x0_move: the draw of :math:`x_0 \\mid x_t, y`: ``"auto"`` (``"exact"`` for a linear operator with
+        Gaussian noise, else ``"langevin"``), ``"exact"`` (perturb-and-MAP, conjugate gradients) or
+        ``"langevin"`` (module docstring).
+    :param cg_iters, cg_tol: conjugate-gradient steps of the exact draw (at most; a row stops once its
+        residual is below ``cg_tol`` times the right-hand side).
     :param langevin_steps: Langevin steps on :math:`p(x_0 \\mid x_t, y)` per level.
     :param lr: ``"auto"`` (curvature-scaled, module docstring) or the paper's learning rate.
     :param lr_scale: :math:`c` of ``lr="auto"`` (0 < c < 2; stable below 2).
@@ -95,13 +108,14 @@ class DAPS(Sampler):
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
     """
 
-    def __init__(self, prior, steps: int = 100, *, ode_steps: int = 1, langevin_steps: int = 50,
+    def __init__(self, prior, steps: int = 100, *, ode_steps: int = 1, x0_move: str = "auto", cg_iters: int = 50,
+                 cg_tol: float = 1e-4, langevin_steps: int = 50,
                  lr: float | str = "auto", lr_scale: float = 0.25, lr_min_ratio: float = 0.01,
                  sigma_max: float = 80.0, sigma_min: float = 0.1, sigmas: Tensor | None = None,
                  ode_method: str = "euler", r: str | float = "auto", var_fraction: float = 0.25, progress: bool = True,
                  on_nan: str = "raise") -> None:
         super().__init__(prior, progress=progress, on_nan=on_nan)
-        for name, v, lo in (("ode_steps", ode_steps, 1), ("langevin_steps", langevin_steps, 0)):
+        for name, v, lo in (("ode_steps", ode_steps, 1), ("langevin_steps", langevin_steps, 0), ("cg_iters", cg_iters, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
         if not (lr == "auto" or (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0)):
@@ -110,6 +124,11 @@ class DAPS(Sampler):
             raise ValueError(f"lr_scale: expected a number in (0, 2), got {lr_scale!r}")
         if not (isinstance(lr_min_ratio, (int, float)) and 0 <= lr_min_ratio <= 1):
             raise ValueError(f"lr_min_ratio: expected a number in [0, 1], got {lr_min_ratio!r}")
+        if x0_move not in ("auto", "exact", "langevin"):
+            raise ValueError(f"x0_move: expected 'auto', 'exact' or 'langevin', got {x0_move!r}")
+        if not (isinstance(cg_tol, (int, float)) and 0 <= cg_tol < 1):
+            raise ValueError(f"cg_tol: expected a number in [0, 1), got {cg_tol!r}")
+        self.x0_move, self.cg_iters, self.cg_tol = x0_move, cg_iters, float(cg_tol)
         if not (isinstance(var_fraction, (int, float)) and 0 < var_fraction <= 1):
             raise ValueError(f"var_fraction: expected a number in (0, 1], got {var_fraction!r}")
         sigmas = karras_levels(steps, sigmas, sigma_min, sigma_max)
@@ -151,6 +170,14 @@ class DAPS(Sampler):
         frac = 1.0 - i / max(self.steps - 1, 1)
         return float(self.lr) * (self.lr_min_ratio + (1.0 - self.lr_min_ratio) * frac)
 
+    def exact_move(self, problem: Problem) -> bool:
+        """Whether the second move is the exact Gaussian draw (``x0_move``; linear operator, Gaussian noise)."""
+        ok = hasattr(problem.physics, "A_adjoint") and isinstance(problem.likelihood, GaussianLikelihood)
+        if self.x0_move == "exact" and not ok:
+            raise ValueError("x0_move='exact' needs a linear operator (A_adjoint) and Gaussian noise, got "
+                             f"{type(problem.physics).__name__} with {type(problem.likelihood).__name__}: use 'langevin'")
+        return ok if self.x0_move == "auto" else self.x0_move == "exact"
+
     def langevin(self, problem: Problem, x0_hat: Tensor, r: float, h: float, generator) -> Tensor:
         """``langevin_steps`` unadjusted Langevin steps on :math:`U` from :math:`\\hat x_0`."""
         x0 = x0_hat.clone()
@@ -164,7 +191,8 @@ class DAPS(Sampler):
     def _sample(self, problem: Problem, generator: torch.Generator | None, record: Recorder) -> PosteriorSamples:
         sig = self.sigmas.tolist()
         dt, dev = problem.dtype, problem.device
-        L_y = likelihood_curvature(problem) if self.lr == "auto" else 0.0
+        exact = self.exact_move(problem)
+        L_y = likelihood_curvature(problem) if self.lr == "auto" and not exact else 0.0
         s2 = None
         if self.r == "auto":
             from invdiff.diffusion.denoiser import gaussian_fit
@@ -173,7 +201,7 @@ class DAPS(Sampler):
                               generator=generator, dtype=dt, device=dev)[1]
         elif not isinstance(self.r, str):
             s2 = float(self.r) ** 2
-        trace: dict = {"step_size": [], "residual_norm": [], "curvature": L_y}
+        trace: dict = {"step_size": [], "residual_norm": [], "curvature": L_y, "x0_move": "exact" if exact else "langevin"}
         first_var = max(0, self.steps - max(1, round(self.var_fraction * self.steps)))
         mean = m2 = None  # Welford moments of x0_hat over the last levels
         x = sig[0] * randn((problem.n, *problem.x_shape), generator, dev, dt)
@@ -187,10 +215,13 @@ class DAPS(Sampler):
                 mean = x0_hat.clone() if mean is None else mean + delta / k
                 m2 = torch.zeros_like(x0_hat) if m2 is None else m2 + delta * (x0_hat - mean)
             r = self.r_t(sigma, s2)
-            h = self.step_size(i, r, L_y)
-            x0 = self.langevin(problem, x0_hat, r, h, generator)
+            if exact:
+                x0 = gaussian_draw_cg(problem, x0_hat, r**2, self.cg_iters, generator, self.cg_tol)
+            else:
+                h = self.step_size(i, r, L_y)
+                x0 = self.langevin(problem, x0_hat, r, h, generator)
+                trace["step_size"].append(h)
             x0 = self.check(x0, i, fallback=x0_hat, trace=trace)
-            trace["step_size"].append(h)
             trace["residual_norm"].append((2 * problem.nll(x0).detach()).sqrt().cpu())
             x = x0 + sig[i + 1] * randn(x0.shape, generator, dev, dt) if sig[i + 1] > 0 else x0
             record(i + 1, x, last=i == self.steps - 1)

@@ -53,10 +53,9 @@ import torch
 from torch import Tensor
 
 from invdiff.diffusion.solvers import ancestral_sigmas
-from invdiff.samplers.consistency import conjugate_gradient, data_consistency_cg
+from invdiff.samplers.consistency import data_consistency_cg, gaussian_draw_cg
 from invdiff.samplers.loop import DiffusionLoop
 from invdiff.samplers.registry import register
-from invdiff.utils.random import randn
 
 __all__ = ["DDS"]
 
@@ -124,12 +123,4 @@ class DDS(DiffusionLoop):
 
     def _draw(self, problem, x0_hat: Tensor, v: float, generator) -> Tensor:
         """Perturb-and-MAP draw from :math:`\\mathcal N(m, P^{-1})` (module docstring), ``cg_iters`` CG steps."""
-        physics, var = problem.physics, torch.as_tensor(problem.likelihood.variance(problem.y))
-        start = x0_hat + math.sqrt(v) * randn(x0_hat.shape, generator, x0_hat.device, x0_hat.dtype)
-        y = problem.y + var.sqrt() * randn(problem.y.shape, generator, x0_hat.device, x0_hat.dtype)
-
-        def apply(u: Tensor) -> Tensor:
-            return physics.A_adjoint(physics.A(u) / var) + u / v
-
-        with torch.no_grad():
-            return conjugate_gradient(apply, physics.A_adjoint(y / var) + start / v, start, self.cg_iters)
+        return gaussian_draw_cg(problem, x0_hat, v, self.cg_iters, generator)
