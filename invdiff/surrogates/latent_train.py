@@ -1,0 +1,196 @@
+r"""Training of the latent diffusion surrogate and of its FNO baseline on periodic Burgers, with a card.
+
+Two stages (:class:`~invdiff.surrogates.latent.LatentSurrogate`), each Adam with a linear warm-up,
+gradient clipping and an exponential moving average (EMA) of the weights, stopped at ``steps``
+or after ``time_limit`` seconds of process CPU time (as :mod:`invdiff.surrogates.train`):
+
+1. the autoencoder on :math:`\|\mathcal D(E(u)) - u\|^2 / s_u^2` (``"autoencoder"`` section);
+2. with the EMA autoencoder frozen, the latent denoiser on the EDM loss (Karras et al. 2022)
+   of the standardised latents :math:`\tilde z_0` of the training trajectories, conditioned on
+   their :math:`u_0` and :math:`\nu` (``"diffusion"`` section):
+
+   .. math::
+       \mathbb E\, \lambda(\sigma)\, \| D(\tilde z_0 + \sigma n, \sigma \mid u_0, \nu) - \tilde z_0 \|^2,
+       \quad \ln\sigma \sim \mathcal N(-1.2, 1.2^2).
+
+The FNO baseline (``"model": "fno"``) is :func:`invdiff.surrogates.train.train` on the same
+data, with :math:`\nu` given as its forcing channel: the constant field
+:func:`~invdiff.surrogates.data_periodic.nu_channel`.
+
+Command line (one thread, as the shipped model)::
+
+    OMP_NUM_THREADS=1 python -m invdiff.surrogates.latent_train --config configs/burgers-latent-32x64.json \
+        --out runs/surrogates/burgers-latent-32x64.safetensors --data-cache runs/surrogates/periodic-train.pt
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from invdiff.diffusion.edm import loss_weight, sample_sigma
+from invdiff.surrogates.data_periodic import nu_channel, periodic_burgers_trajectories
+from invdiff.surrogates.latent import LatentSurrogate
+from invdiff.surrogates.train import save_model
+from invdiff.utils.io import atomic_path
+from invdiff.utils.random import randn_like
+
+__all__ = ["train_latent", "load_latent", "load_or_make_periodic_data", "main"]
+
+
+def _fit(model, params, loss_fn, n: int, steps: int, batch: int, lr: float, warmup: int = 100, grad_clip: float = 1.0,
+         ema_decay: float = 0.995, time_limit: float | None = None, gen=None, log=print, name: str = "", log_every: int = 100,
+         checkpoint=None):
+    """Minimise ``loss_fn(idx)`` over ``params`` (of ``model``); return (EMA copy of ``model``, stats)."""
+    params = list(params)
+    ema = copy.deepcopy(model).eval()
+    pairs = [(pe, pm) for pe, pm in zip(ema.parameters(), model.parameters()) if any(pm is p for p in params)]
+    opt = torch.optim.Adam(params, lr=lr)
+    losses, t0, c0, step = [], time.time(), time.process_time(), 0
+    for step in range(1, steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, step / max(warmup, 1))
+        loss = loss_fn(torch.randint(0, n, (batch,), generator=gen))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in pairs:
+                pe.lerp_(pm, 1 - ema_decay)
+        losses.append(float(loss.detach()))
+        done = time_limit is not None and time.process_time() - c0 > time_limit
+        if step % log_every == 0 or done or step == steps:
+            log(f"{name} step {step} loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f} "
+                f"({time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)")
+            if checkpoint is not None:
+                checkpoint(ema)
+        if done:
+            log(f"{name}: CPU time limit {time_limit:.0f} s reached at step {step}")
+            break
+    window = losses[-min(200, len(losses)):]
+    return ema, dict(steps=step, final_loss=sum(window) / len(window), wall_seconds=round(time.time() - t0, 1),
+                     cpu_seconds=round(time.process_time() - c0, 1), parameters=sum(p.numel() for p in params))
+
+
+def train_latent(model: LatentSurrogate, data: dict, autoencoder: dict, diffusion: dict, seed: int = 0, log=print,
+                 checkpoint=None) -> tuple[LatentSurrogate, dict]:
+    """Both stages on ``data`` (``u`` ``(N, nt, nx)``, ``u0``, ``nu``); return (model with EMA weights, stats)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    u, u0, nu = data["u"], data["u0"], data["nu"]
+    n = u.shape[0]
+    model.ae.u_scale.fill_(float(u.std()))
+    s2 = float(u.std()) ** 2
+
+    def ae_loss(idx):
+        return ((model.ae(u[idx]) - u[idx]) ** 2).mean() / s2
+
+    ae_cfg = dict(autoencoder)
+    ema_ae, ae_stats = _fit(model.ae, model.ae.parameters(), ae_loss, n, ae_cfg.pop("steps"), gen=gen, log=log,
+                            name="autoencoder", **ae_cfg)
+    model.ae.load_state_dict(ema_ae.state_dict())
+    model.ae.requires_grad_(False).eval()
+    with torch.no_grad():
+        z = torch.cat([model.ae.encode(u[i:i + 256]) for i in range(0, n, 256)])
+        rec = torch.cat([model.ae.decode(z[i:i + 256]) for i in range(0, n, 256)])
+    ae_stats["train_rel_l2"] = float(((rec - u).flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)).mean())
+    log(f"autoencoder: training-set relative L2 {ae_stats['train_rel_l2']:.4f}")
+    model.fit_latent_scaling(z)
+    with torch.no_grad():
+        Z = (z - model.z_mean.reshape(1, -1, 1, 1)) / model.z_std.reshape(1, -1, 1, 1)
+
+    def ldm_loss(idx):
+        x0 = Z[idx]
+        sigma = sample_sigma(len(idx), gen, dtype=x0.dtype)
+        s = sigma.reshape(-1, 1, 1, 1)
+        D = model(x0 + s * randn_like(x0, gen), sigma, u0=u0[idx], nu=nu[idx])
+        return (loss_weight(s, model.sigma_data) * (D - x0) ** 2).mean()
+
+    dm_cfg = dict(diffusion)
+    trainable = [*model.net.parameters(), *model.params.parameters()]
+    ema, dm_stats = _fit(model, trainable, ldm_loss, n, dm_cfg.pop("steps"), gen=gen, log=log, name="latent diffusion",
+                         checkpoint=checkpoint, log_every=200, **dm_cfg)
+    return ema, dict(autoencoder=ae_stats, diffusion=dm_stats, parameters=sum(p.numel() for p in model.parameters()))
+
+
+def load_latent(path: str | Path, dtype: torch.dtype = torch.float32) -> LatentSurrogate:
+    """A :class:`LatentSurrogate` saved by this script (eval mode, ``.card`` attached)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"no surrogate weights at {path}")
+    with safe_open(str(path), "pt") as fh:
+        card = json.loads(fh.metadata()["card"])
+    if card.get("model") != "latent":
+        raise ValueError(f"{path}: holds model {card.get('model')!r}, expected 'latent'")
+    model = LatentSurrogate(**card["network"])
+    model.load_state_dict({k: v.to(dtype) for k, v in load_file(str(path)).items()})
+    model.card = card
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def load_or_make_periodic_data(d: dict, cache: str | None = None) -> dict:
+    """The training trajectories of a config's ``data`` section, from ``cache`` if it holds the same spec."""
+    spec = {k: d[k] for k in ("n_train", "seed", "nx", "nt")}
+    if cache is not None and Path(cache).exists():
+        blob = torch.load(cache, map_location="cpu", weights_only=True)
+        if blob["spec"] == spec:
+            return blob["data"]
+    data = periodic_burgers_trajectories(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            torch.save(dict(spec=spec, data=data), tmp)
+    return data
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--out", required=True, help="output .safetensors path (card beside it)")
+    ap.add_argument("--data-cache", default=None, help="a .pt file holding the training data (made if missing)")
+    args = ap.parse_args(argv)
+    cfg = json.loads(Path(args.config).read_text())
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    t0 = time.time()
+    data = load_or_make_periodic_data(cfg["data"], args.data_cache)
+    print(f"data: {cfg['data']['n_train']} trajectories in {time.time() - t0:.0f} s", flush=True)
+    command = "OMP_NUM_THREADS=1 python -m invdiff.surrogates.latent_train " + " ".join(sys.argv[1:] if argv is None else argv)
+    base = dict(cfg, command=command, data_card="datasets/pde_burgers.md", weights_dtype="float16")
+    if cfg["model"] == "fno":
+        from invdiff.surrogates.train import build_model, train
+
+        lo_hi = cfg["data"].get("log10_nu", [-2.5, -1.5])
+        d = dict(u=data["u"], u0=data["u0"], f=nu_channel(data["nu"], cfg["data"]["nt"], cfg["data"]["nx"], lo_hi))
+        tr = dict(cfg["training"])
+        ema, stats = train(build_model(cfg), d, cfg["steps"], time_limit=tr.pop("time_limit", None), seed=cfg["seed"],
+                           log=lambda s: print(s, flush=True), **tr)
+        save_model(ema, dict(base, **stats), args.out)
+        print(json.dumps(stats), flush=True)
+        return
+    if cfg["model"] != "latent":
+        raise ValueError(f"model: expected 'latent' or 'fno', got {cfg['model']!r}")
+    model = LatentSurrogate(**cfg["network"])
+    stage = {}
+
+    def checkpoint(ema):
+        save_model(ema, dict(base, **stage, partial=True), args.out)
+
+    ema, stats = train_latent(model, data, cfg["autoencoder"], cfg["diffusion"], seed=cfg["seed"],
+                              log=lambda s: print(s, flush=True), checkpoint=checkpoint)
+    stats["cpu_seconds"] = round(stats["autoencoder"]["cpu_seconds"] + stats["diffusion"]["cpu_seconds"], 1)
+    stats["wall_seconds"] = round(time.time() - t0, 1)
+    save_model(ema, dict(base, **stats), args.out)
+    print(json.dumps(stats), flush=True)
+
+
+if __name__ == "__main__":
+    main()
