@@ -25,6 +25,9 @@ Two tables:
 A figure ``surrogates.png`` shows a test trajectory: truth and each model. A third table,
 ``surrogates_superres`` (:mod:`invdiff.benchmarks.surrogates_sr`; ``INVDIFF_SURROGATES_SR=0``
 skips it, ``=only`` runs it alone), evaluates the super-resolution stage at 2x the resolution against the solver.
+Two more, ``surrogates_latent`` and ``surrogates_latent_speed`` (:mod:`invdiff.benchmarks.surrogates_latent`;
+``INVDIFF_SURROGATES_LATENT=0`` skips them, ``=only`` runs them alone), evaluate the latent diffusion
+surrogate on the periodic Burgers set-up with random viscosity (20 DPM-Solver++ steps).
 """
 from __future__ import annotations
 
@@ -122,6 +125,11 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
     torch.set_num_threads(threads)
     dev = torch.device(device)
     n_test, n_ens = (8, 2) if quick else (32, 4)
+    if os.environ.get("INVDIFF_SURROGATES_LATENT") == "only":  # just the periodic latent-diffusion tables
+        from invdiff.benchmarks import surrogates_latent
+
+        gen = torch.Generator(device=dev).manual_seed(0)
+        return surrogates_latent.run(n_test, n_ens, 20, gen, dev, _clock, _errors)
     if os.environ.get("INVDIFF_SURROGATES_SR") == "only":  # just the 2x-finer table
         from invdiff.benchmarks import surrogates_sr
 
@@ -169,4 +177,8 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
 
         tables["surrogates_superres"] = surrogates_sr.run(models["wdno (wavelet diffusion)"], 4 if quick else 16, steps,
                                                           gen, dev, _clock, _errors)
+    if os.environ.get("INVDIFF_SURROGATES_LATENT", "1") != "0":  # periodic Burgers, latent diffusion (surrogates_latent)
+        from invdiff.benchmarks import surrogates_latent
+
+        tables.update(surrogates_latent.run(n_test, n_ens, 20, gen, dev, _clock, _errors))
     return tables

@@ -34,7 +34,7 @@ import torch
 from invdiff.operators.pde import BurgersPeriodic
 from invdiff.operators.pde.spectral import ETDRK4, dealias_mask, derivative_wavenumbers, wavenumbers
 
-__all__ = ["PERIODIC_DEFAULTS", "BurgersPeriodicNu", "grf_sigma", "nu_channel", "periodic_burgers_trajectories", "periodic_solve"]
+__all__ = ["PERIODIC_DEFAULTS", "BurgersPeriodicNu", "grf_sigma", "nu_channel", "periodic_burgers_trajectories", "periodic_inputs", "periodic_solve"]
 
 PERIODIC_DEFAULTS = dict(t_final=1.0, log10_nu=(-2.5, -1.5), u_std=0.5, grf_alpha=3.0, grf_tau=5.0, solve_factor=8, dt_max=1e-3)
 
@@ -98,19 +98,18 @@ def periodic_solve(u0: torch.Tensor, nu: torch.Tensor, nt: int, t_final: float =
         return solver(u0[:, None])[:, 0, :-1]
 
 
-def periodic_burgers_trajectories(n: int, seed: int, nx: int = 64, nt: int = 32, start: int = 0, chunk: int = 128,
-                                  dtype: torch.dtype = torch.float32, **overrides) -> dict[str, torch.Tensor]:
-    """``n`` trajectories ``u`` ``(n, nt, nx)`` with ``u0`` ``(n, nx)`` and ``nu`` ``(n,)``; sample ``i``
-    depends only on ``(seed, start + i)``. Settings: :data:`PERIODIC_DEFAULTS`, overridable by keyword."""
+def periodic_inputs(n: int, seed: int, nx: int = 64, start: int = 0, **overrides) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The random inputs of samples ``start .. start + n - 1``: initial states on the solver grid
+    ``(n, solve_factor * nx)``, viscosities ``(n,)`` (both float64) and the settings used."""
     from invdiff.datasets.pde import _sample_generator, gaussian_random_field
     from invdiff.utils.random import rand
 
-    cfg = dict(PERIODIC_DEFAULTS, **overrides)
     unknown = set(overrides) - set(PERIODIC_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; expected some of {sorted(PERIODIC_DEFAULTS)}")
-    if n < 1 or nx < 4 or nt < 2:
-        raise ValueError(f"expected n >= 1, nx >= 4, nt >= 2; got n={n}, nx={nx}, nt={nt}")
+    cfg = dict(PERIODIC_DEFAULTS, **overrides)
+    if n < 1 or nx < 4:
+        raise ValueError(f"expected n >= 1 and nx >= 4; got n={n}, nx={nx}")
     lo, hi = cfg["log10_nu"]
     if not lo <= hi:
         raise ValueError(f"log10_nu: expected (low, high) with low <= high, got {cfg['log10_nu']}")
@@ -121,7 +120,16 @@ def periodic_burgers_trajectories(n: int, seed: int, nx: int = 64, nt: int = 32,
         g = _sample_generator(seed, i)
         nus.append(10 ** (lo + (hi - lo) * rand((1,), generator=g, dtype=torch.float64)))
         u0s.append(gaussian_random_field((fine,), cfg["grf_alpha"], cfg["grf_tau"], sigma=sigma, generator=g))
-    nu, u0 = torch.cat(nus), torch.cat(u0s)
+    return torch.cat(u0s), torch.cat(nus), cfg
+
+
+def periodic_burgers_trajectories(n: int, seed: int, nx: int = 64, nt: int = 32, start: int = 0, chunk: int = 128,
+                                  dtype: torch.dtype = torch.float32, **overrides) -> dict[str, torch.Tensor]:
+    """``n`` trajectories ``u`` ``(n, nt, nx)`` with ``u0`` ``(n, nx)`` and ``nu`` ``(n,)``; sample ``i``
+    depends only on ``(seed, start + i)``. Settings: :data:`PERIODIC_DEFAULTS`, overridable by keyword."""
+    if nt < 2:
+        raise ValueError(f"nt: expected >= 2 frames, got {nt}")
+    u0, nu, cfg = periodic_inputs(n, seed, nx, start, **overrides)
     us = [periodic_solve(u0[s:s + chunk], nu[s:s + chunk], nt, cfg["t_final"], cfg["dt_max"]) for s in range(0, n, chunk)]
     u = torch.cat(us)[..., :: int(cfg["solve_factor"])].to(dtype)
     return dict(u=u, u0=u[:, 0].clone(), nu=nu.to(dtype))

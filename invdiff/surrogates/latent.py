@@ -214,8 +214,8 @@ class LatentSurrogate(nn.Module):
     # -- latent coordinates ----------------------------------------------------------------
     def fit_latent_scaling(self, z: torch.Tensor) -> "LatentSurrogate":
         """Per-channel mean and standard deviation of training latents ``(N, C, h, w)``."""
-        self.z_mean.copy_(z.double().mean((0, 2, 3)).float())
-        self.z_std.copy_(z.double().std((0, 2, 3)).float())
+        self.z_mean.copy_(z.double().mean((0, 2, 3)))
+        self.z_std.copy_(z.double().std((0, 2, 3)))
         return self
 
     def to_latent(self, u: torch.Tensor) -> torch.Tensor:
