@@ -231,7 +231,11 @@ def test_superres_stage_shapes_round_trip_and_bad_input(tmp_path):
     u = torch.randn(6, 8, 16, generator=_g(12))
     f = torch.randn(6, 8, 16, generator=_g(13))
     sr.fit_scaling(u, f)
-    torch.testing.assert_close(sr.decode(sr.encode(u)), u, rtol=0, atol=1e-5)  # bands <-> fine trajectory
+    torch.testing.assert_close(sr.decode(sr.encode(u), coarsen(u)), u, rtol=0, atol=1e-5)  # bands <-> fine trajectory
+    with pytest.raises(ValueError, match="coarse="):
+        sr.decode(sr.encode(u))  # a residual model needs the coarse trajectory it refines
+    plain = WaveletSR(nt=4, nx=8, channels=(8, 16), residual=False).fit_scaling(u, f)
+    torch.testing.assert_close(plain.decode(plain.encode(u)), u, rtol=0, atol=1e-5)
     x = torch.randn(2, *sr.x_shape, generator=_g(14))
     known = sr.condition(2, coarsen(u[:2]), coarsen(f[:2]))
     with torch.no_grad():
@@ -246,3 +250,18 @@ def test_superres_stage_shapes_round_trip_and_bad_input(tmp_path):
     path = save_model(ema, {"model": "wdno-sr", "network": sr.config}, tmp_path / "sr.safetensors", half=False)
     with torch.no_grad():
         assert torch.equal(load_model(path)(x, 0.7, known=known), ema(x, 0.7, known=known))
+
+
+def test_residual_superres_with_zero_residual_is_the_interpolation():
+    """A residual SR model whose bands decode to zero returns exactly the linear interpolation (its floor)."""
+    from invdiff.surrogates.wdno_sr import WaveletSR, coarsen, interpolate
+
+    sr = WaveletSR(nt=4, nx=8, channels=(8, 16))
+    u = torch.randn(5, 8, 16, generator=_g(15), dtype=torch.float64)
+    sr.fit_scaling(u, torch.randn(5, 8, 16, generator=_g(16), dtype=torch.float64))
+    zero = sr.codec_u.encode(torch.zeros(2, 1, 8, 16, dtype=torch.float64))
+    torch.testing.assert_close(sr.decode(zero, coarsen(u[:2])), interpolate(coarsen(u[:2])), rtol=0, atol=1e-10)
+    # a linear-in-(t, x) trajectory has zero residual: its encoding is the encoding of zero
+    t, x = torch.meshgrid(torch.arange(8.0, dtype=torch.float64), torch.arange(16.0, dtype=torch.float64), indexing="ij")
+    lin = (0.2 * t - 0.1 * x + 0.01 * t * x)[None]
+    torch.testing.assert_close(sr.encode(lin), zero[:1], rtol=0, atol=1e-10)

@@ -15,6 +15,12 @@ trained with the EDM loss on fine solver trajectories (their own sub-sampled coa
 the condition). At inference the coarse WDNO trajectory is the condition, so a model trained at
 ``nt x nx`` yields a ``2nt x 2nx`` trajectory (Hu et al., ICLR 2025, "multi-resolution").
 
+With ``residual=True`` (the default) the bands are those of the residual over linear
+interpolation, :math:`x = \mathrm{scale}(\mathrm{DWT}(U_f - I(U_c)))` and
+:math:`U_f = I(U_c) + \mathrm{DWT}^{-1}(\mathrm{scale}^{-1}(x))` (residual diffusion as in SR3-style
+super-resolution): the model only has to add what interpolation :math:`I` misses, and a model
+that predicts a zero residual already equals the interpolation baseline.
+
 >>> import torch
 >>> sr = WaveletSR(nt=8, nx=16, channels=(16, 32))
 >>> sr.predict(torch.zeros(2, 8, 16), torch.zeros(2, 8, 16), steps=3,
@@ -68,10 +74,11 @@ class WaveletSR(nn.Module):
     """
 
     def __init__(self, nt: int = 32, nx: int = 64, wavelet: str = "bior2.4", channels: Sequence[int] = (32, 64, 64),
-                 blocks: int = 1, emb_dim: int = 64):
+                 blocks: int = 1, emb_dim: int = 64, residual: bool = True):
         super().__init__()
-        self.config = dict(nt=nt, nx=nx, wavelet=wavelet, channels=list(channels), blocks=blocks, emb_dim=emb_dim)
-        self.nt, self.nx = nt, nx
+        self.config = dict(nt=nt, nx=nx, wavelet=wavelet, channels=list(channels), blocks=blocks, emb_dim=emb_dim,
+                           residual=bool(residual))
+        self.nt, self.nx, self.residual = nt, nx, bool(residual)
         self.codec_u = TrajectoryCodec(1, "wavelet", wavelet)
         self.cond_scaler = BandScaler(2)
         self.x_shape = (4, nt, nx)
@@ -80,16 +87,27 @@ class WaveletSR(nn.Module):
 
     def fit_scaling(self, u_fine: torch.Tensor, f_fine: torch.Tensor) -> "WaveletSR":
         """Fit the band and condition scalings on fine training trajectories and forcings ``(B, 2nt, 2nx)``."""
-        self.codec_u.fit(u_fine[:, None])
+        self.codec_u.fit(self._target(u_fine)[:, None])
         self.cond_scaler.fit(torch.stack([coarsen(u_fine), coarsen(f_fine)], 1).double())
         return self
 
-    def encode(self, u_fine: torch.Tensor) -> torch.Tensor:
-        check_shape("u", u_fine, (None, 2 * self.nt, 2 * self.nx))
-        return self.codec_u.encode(u_fine[:, None])
+    def _target(self, u_fine: torch.Tensor) -> torch.Tensor:
+        """What the bands encode: the fine trajectory, or its residual over the interpolated nested coarse one."""
+        return u_fine - interpolate(coarsen(u_fine)) if self.residual else u_fine
 
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.codec_u.decode(x)[:, 0]
+    def encode(self, u_fine: torch.Tensor) -> torch.Tensor:
+        """The scaled bands of a fine trajectory ``(B, 2nt, 2nx)`` (its own nested points as the coarse one)."""
+        check_shape("u", u_fine, (None, 2 * self.nt, 2 * self.nx))
+        return self.codec_u.encode(self._target(u_fine)[:, None])
+
+    def decode(self, x: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
+        """The fine trajectory of bands ``x``; ``coarse`` ``(B, nt, nx)`` is required with ``residual=True``."""
+        u = self.codec_u.decode(x)[:, 0]
+        if not self.residual:
+            return u
+        if coarse is None:
+            raise ValueError("WaveletSR.decode: a residual model needs coarse= (the coarse trajectory it refines)")
+        return u + interpolate(coarse.to(u))
 
     def condition(self, batch: int, coarse: torch.Tensor, f: torch.Tensor, dtype=torch.float32, device=None) -> torch.Tensor:
         """The scaled condition channels ``(B, 2, nt, nx)``."""
@@ -124,7 +142,7 @@ class WaveletSR(nn.Module):
         known = self.condition(B, coarse, f, coarse.dtype, coarse.device)
         x = generate(_Bound(self, known), (B, *self.x_shape), {}, steps, method, sigma_min, sigma_max, generator,
                      dtype=coarse.dtype, device=coarse.device)
-        return self.decode(x)
+        return self.decode(x, coarse)
 
 
 class _Bound(nn.Module):
