@@ -7,6 +7,10 @@ Tables (``run`` returns ``{name: rows}``; each piece is also callable alone):
   the minimum ESS over the run, the per-pixel coverage of the central 90% intervals *of the
   truth* (one truth per image, so a frequentist check, not SBC), the correlation of the absolute
   error with the posterior std over pixels, NFE and wall time. DPS (the demo's settings) beside.
+- :func:`daps_table` (``uncertainty_daps``): DAPS at its defaults against the point estimates of the
+  demo (DDS with ``x0_noise``, the demo's uncertainty sampler; DDS defaults; DPS at the demo's
+  settings) on the same held-out phantoms, measurement noise and sampler seed: PSNR of the mean of
+  ``N`` draws, coverage, error-std correlation, NFE, CPU seconds, and DAPS's gap to the best PSNR.
 - :func:`step_cost` (``uncertainty_step_cost``): time per level of ``smc-adaptive`` against a DPS
   step on 64 x 64 CT, same particles, same denoiser (wall time per network evaluation with VJP).
 - :func:`mixture_defaults` (``uncertainty_mixture``): MCGdiff mixture with default settings:
@@ -24,7 +28,7 @@ import time
 
 import torch
 
-__all__ = ["run", "image_uncertainty", "step_cost", "mixture_defaults", "phantom_tv"]
+__all__ = ["run", "image_uncertainty", "daps_table", "step_cost", "mixture_defaults", "phantom_tv"]
 
 TASKS = {
     "ct": ("ct-phantom-64", "ct-phantom", "ct-sparse-view", dict(size=64, views=30, sigma=0.01), False),
@@ -103,6 +107,58 @@ def image_uncertainty(tasks=("ct", "mri"), runs: dict | None = None, n_particles
     return rows
 
 
+#: the rows of :func:`daps_table`: label -> settings (``sampler`` names the registered sampler behind a
+#: label; task settings of the demo come from :mod:`invdiff.tasks`)
+DAPS_RUNS = {"daps (defaults)": {"sampler": "daps"},
+             "dds x0_noise (demo)": {"sampler": "dds", "x0_noise": True},
+             "dds (defaults)": {"sampler": "dds"},
+             "dps (demo)": {"sampler": "dps"}}
+
+
+def daps_table(tasks=("ct", "mri"), n_draws: int = 16, n_images: int = 2, seed: int = 0, runs: dict | None = None,
+               quick: bool = False, device="cpu") -> list[dict]:
+    """DAPS against the demo's point estimates on the same images, noise and seed (module docstring).
+
+    One row per task and sampler (:func:`uncertainty_metrics` of ``n_draws`` draws per image, averaged
+    over ``n_images`` held-out phantoms), then one ``gap`` row per task: DAPS's PSNR minus the best
+    PSNR of the other rows. ``quick``: 10 levels/steps for every sampler (a smoke run, not a result).
+    """
+    from invdiff.samplers import make
+    from invdiff.tasks import sampler_settings
+
+    runs = runs or DAPS_RUNS
+    rows = []
+    for task in tasks:
+        prior, x, physics, y, mag = _setup(task, n_images, device)
+        task_rows = []
+        for label, settings in runs.items():
+            settings = dict(settings)
+            name = settings.pop("sampler", label)
+            if name in ("dps", "dds"):
+                settings = {**sampler_settings(task, name), **settings}
+            if quick:
+                settings["steps"] = 10
+            sampler = make(name, prior, progress=False, **settings)  # as the demo constructs it
+            c0, t0 = time.process_time(), time.perf_counter()
+            out = sampler.sample(y, physics, n_samples=n_draws, generator=torch.Generator().manual_seed(seed))
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+            m = uncertainty_metrics(out, x, mag)
+            task_rows.append({"task": task, "sampler": label, "settings": str({"sampler": name, **settings}),
+                              "N": n_draws, "images": n_images, "psnr": round(m["psnr"], 2),
+                              "coverage90": round(m["coverage90"], 3), "err_std_corr": round(m["err_std_corr"], 3),
+                              "nfe": int(out.nfe), "cpu_s": round(cpu, 1), "wall_s": round(wall, 1)})
+            print(task_rows[-1], flush=True)
+        others = [r for r in task_rows if not r["sampler"].startswith("daps")]
+        if others and len(others) < len(task_rows):
+            best = max(others, key=lambda r: r["psnr"])
+            for r in task_rows:
+                if r["sampler"].startswith("daps"):
+                    task_rows.append({"task": task, "sampler": f"gap: {r['sampler']} - {best['sampler']}",
+                                      "psnr": round(r["psnr"] - best["psnr"], 2)})
+        rows += task_rows
+    return rows
+
+
 def step_cost(n_particles: int = 8, steps: int = 10, device="cpu") -> list[dict]:
     """Wall time per level of ``smc-adaptive`` and per step of DPS on 64 x 64 CT (same N, same prior)."""
     prior, x, physics, y, _ = _setup("ct", 1, device)
@@ -175,7 +231,25 @@ def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
     return {
         "uncertainty_images": image_uncertainty(("ct",) if quick else ("ct", "mri"), n_particles=8 if quick else 32,
                                                 device=device),
+        "uncertainty_daps": daps_table(("ct",) if quick else ("ct", "mri"), n_draws=4 if quick else 16,
+                                       n_images=1 if quick else 2, quick=quick, device=device),
         "uncertainty_step_cost": step_cost(8, 5 if quick else 10, device),
         "uncertainty_mixture": mixture_defaults(problems=1 if quick else 2, n_draws=256 if quick else 512),
         "uncertainty_phantoms": phantom_tv(n_prior=128 if quick else 384, n=64 if quick else 256),
     }
+
+
+if __name__ == "__main__":  # python -m invdiff.benchmarks.uncertainty OUT [--quick] [--only=daps]: one table or all
+    import sys
+
+    from invdiff.benchmarks.table import write_table
+
+    torch.set_num_threads(1)
+    quick, only = "--quick" in sys.argv, next((a.split("=", 1)[1] for a in sys.argv[2:] if a.startswith("--only=")), None)
+    if only == "daps":
+        tables = {"uncertainty_daps": daps_table(("ct",) if quick else ("ct", "mri"), n_draws=4 if quick else 16,
+                                                 n_images=1 if quick else 2, quick=quick)}
+    else:
+        tables = run(sys.argv[1], quick, "cpu")
+    for name, rows in tables.items():
+        print(write_table(rows, sys.argv[1], name))

@@ -25,9 +25,13 @@ levels: errors of early levels are not inherited.
 Settings of the paper (DAPS-1K): 200 annealing levels (EDM/Karras, :math:`\sigma` from 100 to 0.1
 then 0), 5 Euler ODE steps per level, :math:`r_t = \sigma_t`, 100 Langevin steps per level,
 learning rate :math:`10^{-4}` (task dependent) decayed linearly to 1% over the annealing
-(``DAPS(prior, steps=200, ode_steps=5, r="sigma", langevin_steps=100, lr=1e-4)``).
+(``DAPS(prior, steps=200, sigma_max=100, sigma_min=0.1, ode_steps=5, r="sigma", x0_move="langevin",
+langevin_steps=100, lr=1e-4)``; images in [-1, 1], so :math:`\sigma_{min}` is 0.2 of their scale).
 
-Defaults here, chosen for calibrated spread: 100 levels over [0.1, 80] (then 0); ``ode_steps=1``,
+Defaults here, chosen on validation phantoms of the demo tasks (not the test images) and for
+calibrated spread (docs/benchmarks/uncertainty.md, section 2): 200 levels over [0.01, 80] (then 0;
+the draw of the last level keeps the prior's isotropic spread :math:`r_t` where the data are
+silent, so :math:`\sigma_{min}` must be small against the data scale); ``ode_steps=1``,
 i.e. :math:`\hat x_0 = D(x_t, \sigma_t)` (the Tweedie mean, the paper's "exact" variant), and
 ``r="auto"``, :math:`r_t^2 = s^2 \sigma_t^2 / (s^2 + \sigma_t^2)`, the variance of :math:`x_0 \mid x_t`
 under an isotropic Gaussian model :math:`\mathcal N(m, s^2 I)` of the prior, with :math:`s^2` fitted
@@ -36,7 +40,8 @@ batched call). For Gaussian data this makes the second move an exact Gibbs step,
 the posterior. With :math:`r_t = \sigma_t` the prior's null-space variance follows
 :math:`V \leftarrow (V + 2\sigma^2)/(1 + \sigma^2)` at small :math:`\sigma` (unit data variance),
 whose fixed point is 2: the paper's setting is over-dispersed by up to 2x in the directions the
-data do not see (measured 1.6x on a 4-d Gaussian; tests/test_daps.py). 50 Langevin steps and
+data do not see (tests/test_daps.py). The exact draw: at most 20 CG steps (``cg_iters``), relative
+residual ``cg_tol=1e-4``. Langevin: 50 steps and
 ``lr="auto"``: :math:`h_t = c / (1/r_t^2 + L_y)` with :math:`L_y` the likelihood's curvature
 (:func:`invdiff.samplers.langevin.likelihood_curvature`) and :math:`c = 0.25` (``lr_scale``): the
 largest stable step for every operator and noise level, so that no step size needs retuning
@@ -47,8 +52,8 @@ largest stable step for every operator and noise level, so that no step size nee
 Unadjusted Langevin with step :math:`h` inflates the variance of a direction of curvature
 :math:`\lambda` by :math:`1/(1 - h\lambda/2)`: at most 14% with :math:`c = 0.25`.
 
-Cost per level: ``ode_steps`` denoiser calls (no vector-Jacobian product through the network)
-and ``langevin_steps`` operator VJPs. ``trace["x0_hat"]``-style statistics for hallucination maps:
+Cost per level: ``ode_steps`` denoiser calls (no vector-Jacobian product through the network),
+and ``cg_iters`` applications of :math:`A^\top A` (exact draw) or ``langevin_steps`` operator VJPs. ``trace["x0_hat"]``-style statistics for hallucination maps:
 ``trace["x0_var"]`` is the per-pixel variance of :math:`\hat x_0` over the last ``var_fraction`` of
 the levels (no extra network call).
 
@@ -108,10 +113,10 @@ class DAPS(Sampler):
     :param progress: tqdm bar. :param on_nan: ``"raise"`` or ``"clip"``.
     """
 
-    def __init__(self, prior, steps: int = 100, *, ode_steps: int = 1, x0_move: str = "auto", cg_iters: int = 50,
+    def __init__(self, prior, steps: int = 200, *, ode_steps: int = 1, x0_move: str = "auto", cg_iters: int = 20,
                  cg_tol: float = 1e-4, langevin_steps: int = 50,
                  lr: float | str = "auto", lr_scale: float = 0.25, lr_min_ratio: float = 0.01,
-                 sigma_max: float = 80.0, sigma_min: float = 0.1, sigmas: Tensor | None = None,
+                 sigma_max: float = 80.0, sigma_min: float = 0.01, sigmas: Tensor | None = None,
                  ode_method: str = "euler", r: str | float = "auto", var_fraction: float = 0.25, progress: bool = True,
                  on_nan: str = "raise") -> None:
         super().__init__(prior, progress=progress, on_nan=on_nan)
