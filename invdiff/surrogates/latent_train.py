@@ -40,7 +40,7 @@ from invdiff.surrogates.train import save_model
 from invdiff.utils.io import atomic_path
 from invdiff.utils.random import randn_like
 
-__all__ = ["train_latent", "load_latent", "load_or_make_periodic_data", "main"]
+__all__ = ["train_latent", "load_latent", "load_or_make_periodic_data", "card_of", "main"]
 
 
 def _fit(model, params, loss_fn, n: int, steps: int, batch: int, lr: float, warmup: int = 100, grad_clip: float = 1.0,
@@ -157,8 +157,13 @@ def main(argv=None) -> None:
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", required=True, help="output .safetensors path (card beside it)")
     ap.add_argument("--data-cache", default=None, help="a .pt file holding the training data (made if missing)")
+    ap.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps, no CPU-time limit (to reproduce a card)")
+    ap.add_argument("--diffusion-steps", type=int, default=None, help="latent diffusion steps, no CPU-time limit (to reproduce a card)")
     args = ap.parse_args(argv)
     cfg = json.loads(Path(args.config).read_text())
+    for section, steps in (("autoencoder", args.ae_steps), ("diffusion", args.diffusion_steps)):
+        if steps is not None:
+            cfg[section] = dict(cfg[section], steps=steps, time_limit=None)
     torch.set_num_threads(int(cfg.get("threads", 1)))
     t0 = time.time()
     data = load_or_make_periodic_data(cfg["data"], args.data_cache)
@@ -186,10 +191,19 @@ def main(argv=None) -> None:
 
     ema, stats = train_latent(model, data, cfg["autoencoder"], cfg["diffusion"], seed=cfg["seed"],
                               log=lambda s: print(s, flush=True), checkpoint=checkpoint)
-    stats["cpu_seconds"] = round(stats["autoencoder"]["cpu_seconds"] + stats["diffusion"]["cpu_seconds"], 1)
-    stats["wall_seconds"] = round(time.time() - t0, 1)
-    save_model(ema, dict(base, **stats), args.out)
     print(json.dumps(stats), flush=True)
+    save_model(ema, card_of(cfg, stats, command, wall_seconds=round(time.time() - t0, 1)), args.out)
+
+
+def card_of(cfg: dict, stats: dict, command: str, **extra) -> dict:
+    """The card of a latent run: the config, each stage's settings (``max_steps``) merged with what it did
+    (``steps`` taken, CPU and wall seconds, final loss), the total CPU seconds and the command."""
+    card = dict(cfg, command=command, data_card="datasets/pde_burgers.md", weights_dtype="float16",
+                parameters=stats["parameters"], **extra)
+    for section in ("autoencoder", "diffusion"):
+        card[section] = dict(cfg[section], max_steps=cfg[section]["steps"], **stats[section])
+    card["cpu_seconds"] = round(stats["autoencoder"]["cpu_seconds"] + stats["diffusion"]["cpu_seconds"], 1)
+    return card
 
 
 if __name__ == "__main__":
