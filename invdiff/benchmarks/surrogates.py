@@ -129,7 +129,7 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
         from invdiff.benchmarks import surrogates_latent
 
         gen = torch.Generator(device=dev).manual_seed(0)
-        return surrogates_latent.run(n_test, n_ens, 20, gen, dev, _clock, _errors)
+        return surrogates_latent.run(n_test, n_ens, 20, gen, dev, _clock, _errors, out_dir)
     if os.environ.get("INVDIFF_SURROGATES_SR") == "only":  # just the 2x-finer table
         from invdiff.benchmarks import surrogates_sr
 
@@ -180,5 +180,5 @@ def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu"
     if os.environ.get("INVDIFF_SURROGATES_LATENT", "1") != "0":  # periodic Burgers, latent diffusion (surrogates_latent)
         from invdiff.benchmarks import surrogates_latent
 
-        tables.update(surrogates_latent.run(n_test, n_ens, 20, gen, dev, _clock, _errors))
+        tables.update(surrogates_latent.run(n_test, n_ens, 20, gen, dev, _clock, _errors, out_dir))
     return tables

@@ -37,8 +37,9 @@ from invdiff.surrogates.fno import persistence
 NT, NX = 32, 64
 
 
-def run(n_test: int, n_ens: int, steps: int, generator, dev, clock, errors) -> dict:
-    """Both tables as lists of rows (``clock`` and ``errors`` from :mod:`invdiff.benchmarks.surrogates`)."""
+def run(n_test: int, n_ens: int, steps: int, generator, dev, clock, errors, out_dir: str | Path | None = None) -> dict:
+    """Both tables as lists of rows (``clock`` and ``errors`` from :mod:`invdiff.benchmarks.surrogates`); with
+    ``out_dir``, the figure ``surrogates_latent.png`` (the test trajectory with the smallest viscosity)."""
     from invdiff.surrogates import load_surrogate
     from invdiff.surrogates.train import load_model
 
@@ -53,7 +54,8 @@ def run(n_test: int, n_ens: int, steps: int, generator, dev, clock, errors) -> d
             out[name] = base_errors(pred[sel], true[sel])["rel_l2"] if bool(sel.any()) else float("nan")
         return out
 
-    acc, speed = [], []
+    acc, speed, panels = [], [], {}
+    k = int(nu.argmin())
     acc.append(dict(model="persistence", sample="-", steps="-", **errors(persistence(u0, NT), u)))
     u0_fine, nu_fine, _ = periodic_inputs(n_test, seed=1, nx=NX)  # the same inputs on the 512-point grid
     runs = ((1, torch.float32, "solver at 64 points"), (1, torch.float64, "solver at 64 points"),
@@ -75,6 +77,7 @@ def run(n_test: int, n_ens: int, steps: int, generator, dev, clock, errors) -> d
             out = fno(u0, nu_channel(nu, NT, NX).to(u0))
         secs = clock() - t0
         card = fno.card
+        panels["FNO"] = out[k]
         acc.append(dict(model="FNO (regression, nu channel)", sample="deterministic", steps="-", **errors(out, u),
                         train_steps=card.get("steps", "?"), train_cpu_s=card.get("cpu_seconds", "?"), parameters=card.get("parameters", "?")))
         speed.append(dict(model="FNO (regression, nu channel)", steps="-", batch=n_test, cpu_seconds=secs, trajectories_per_s=n_test / secs))
@@ -98,6 +101,7 @@ def run(n_test: int, n_ens: int, steps: int, generator, dev, clock, errors) -> d
     ens = model.predict(u0, nu=nu, steps=steps, n_samples=n_ens, generator=generator)
     secs = clock() - t0
     one, mean = (ens, None) if n_ens == 1 else (ens[0], ens.mean(0))
+    panels["latent diffusion (1 sample)"] = one[k]
     acc.append(dict(model="latent diffusion", sample="1 sample", steps=steps, **errors(one, u), **trained))
     if mean is not None:
         acc.append(dict(model="latent diffusion", sample=f"mean of {n_ens}", steps=steps, **errors(mean, u), **trained))
@@ -105,7 +109,30 @@ def run(n_test: int, n_ens: int, steps: int, generator, dev, clock, errors) -> d
     perm = torch.roll(torch.arange(n_test), 1)  # every trajectory gets another one's viscosity
     wrong = model.predict(u0, nu=nu[perm], steps=steps, generator=generator)
     acc.append(dict(model="latent diffusion, nu permuted (ablation)", sample="1 sample", steps=steps, **errors(wrong, u), **trained))
+    panels[f"latent, nu of another ({float(nu[perm][k]):.3g})"] = wrong[k]
+    if out_dir is not None:
+        _figure(Path(out_dir), u[k], float(nu[k]), panels)
     return {"surrogates_latent": acc, "surrogates_latent_speed": _ratios(speed)}
+
+
+def _figure(out_dir: Path, true, nu: float, panels: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(f"solver (nu = {nu:.3g})", true), *panels.items()]
+    fig, axes = plt.subplots(1, len(items), figsize=(3 * len(items), 3), sharey=True)
+    vmax = float(true.abs().max())
+    for ax, (title, img) in zip(axes, items):
+        ax.imshow(img.cpu().numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=(0, 1, 0, 1))
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("x")
+    axes[0].set_ylabel("t")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / "surrogates_latent.png", dpi=110)
+    plt.close(fig)
 
 
 def _ratios(speed: list[dict]) -> list[dict]:
