@@ -40,14 +40,22 @@ def _magnitude(x):
     return x.pow(2).sum(1, keepdim=True).sqrt()
 
 
-def _setup(task: str, n_images: int, device="cpu"):
+#: seed of the validation phantoms (training generators, never the held-out test set) on which the DAPS
+#: defaults were chosen (:func:`daps_table` with ``validation=True``)
+VALIDATION_SEED = 999
+
+
+def _setup(task: str, n_images: int, device="cpu", validation: bool = False):
     import invdiff
     import invdiff.operators as operators
-    from invdiff.datasets.phantoms import test_set
+    from invdiff.datasets.phantoms import make_generator, test_set
 
     prior_name, family, op, kw, mag = TASKS[task]
     prior = invdiff.load_prior(prior_name, device=device)
-    x = test_set(family, n_images, 64, device=device)
+    if validation:
+        x = make_generator(family, size=64)(n_images, generator=torch.Generator().manual_seed(VALIDATION_SEED)).to(device)
+    else:
+        x = test_set(family, n_images, 64, device=device)
     physics = operators.make(op, generator=torch.Generator(device=device).manual_seed(0), device=device, **kw)
     return prior, x, physics, physics(x), mag
 
@@ -116,12 +124,14 @@ DAPS_RUNS = {"daps (defaults)": {"sampler": "daps"},
 
 
 def daps_table(tasks=("ct", "mri"), n_draws: int = 16, n_images: int = 2, seed: int = 0, runs: dict | None = None,
-               quick: bool = False, device="cpu") -> list[dict]:
+               quick: bool = False, validation: bool = False, device="cpu") -> list[dict]:
     """DAPS against the demo's point estimates on the same images, noise and seed (module docstring).
 
     One row per task and sampler (:func:`uncertainty_metrics` of ``n_draws`` draws per image, averaged
     over ``n_images`` held-out phantoms), then one ``gap`` row per task: DAPS's PSNR minus the best
     PSNR of the other rows. ``quick``: 10 levels/steps for every sampler (a smoke run, not a result).
+    ``validation``: phantoms of the training generators drawn with :data:`VALIDATION_SEED` instead of the
+    held-out test set (where settings are chosen; ``runs`` then lists the candidate settings).
     """
     from invdiff.samplers import make
     from invdiff.tasks import sampler_settings
@@ -129,7 +139,7 @@ def daps_table(tasks=("ct", "mri"), n_draws: int = 16, n_images: int = 2, seed: 
     runs = runs or DAPS_RUNS
     rows = []
     for task in tasks:
-        prior, x, physics, y, mag = _setup(task, n_images, device)
+        prior, x, physics, y, mag = _setup(task, n_images, device, validation)
         task_rows = []
         for label, settings in runs.items():
             settings = dict(settings)
@@ -143,7 +153,8 @@ def daps_table(tasks=("ct", "mri"), n_draws: int = 16, n_images: int = 2, seed: 
             out = sampler.sample(y, physics, n_samples=n_draws, generator=torch.Generator().manual_seed(seed))
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             m = uncertainty_metrics(out, x, mag)
-            task_rows.append({"task": task, "sampler": label, "settings": str({"sampler": name, **settings}),
+            task_rows.append({"task": task, "images_from": "validation" if validation else "test",
+                              "sampler": label, "settings": str({"sampler": name, **settings}),
                               "N": n_draws, "images": n_images, "psnr": round(m["psnr"], 2),
                               "coverage90": round(m["coverage90"], 3), "err_std_corr": round(m["err_std_corr"], 3),
                               "nfe": int(out.nfe), "cpu_s": round(cpu, 1), "wall_s": round(wall, 1)})
