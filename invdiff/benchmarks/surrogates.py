@@ -100,24 +100,29 @@ def _predict(name, model, u0, f, steps, n_ens, generator):
     return ens[0], ens.mean(0), secs, ens.shape[0] * ens.shape[1]
 
 
-def _figure(out_dir: Path, true, preds: dict) -> None:
+def trajectory_panels(path: Path, panels: list, t_final: float) -> None:
+    """Save ``[(title, u (nt, nx)), ...]`` side by side, one colour scale (that of the first, the truth)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("solver", true)] + [(k, v) for k, v in preds.items() if v is not None]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3), sharey=True)
-    vmax = float(true.abs().max())
+    vmax = float(panels[0][1].abs().max())
     for ax, (title, u) in zip(axes, panels):
-        ax.imshow(u.cpu().numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=(0, 1, 0, 8))
+        ax.imshow(u.cpu().numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                  extent=(0, 1, 0, t_final))
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("x")
     axes[0].set_ylabel("t")
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / "surrogates.png", dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _figure(out_dir: Path, true, preds: dict) -> None:
+    trajectory_panels(out_dir / "surrogates.png", [("solver", true)] + [(k, v) for k, v in preds.items() if v is not None], 8.0)
 
 
 def run(out_dir: str = "results/bench", quick: bool = False, device: str = "cpu", steps: int = 30) -> dict:

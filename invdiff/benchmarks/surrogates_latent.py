@@ -116,23 +116,9 @@ def run(n_test: int, n_ens: int, steps: int, generator, dev, clock, errors, out_
 
 
 def _figure(out_dir: Path, true, nu: float, panels: dict) -> None:
-    import matplotlib
+    from invdiff.benchmarks.surrogates import trajectory_panels
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    items = [(f"solver (nu = {nu:.3g})", true), *panels.items()]
-    fig, axes = plt.subplots(1, len(items), figsize=(3 * len(items), 3), sharey=True)
-    vmax = float(true.abs().max())
-    for ax, (title, img) in zip(axes, items):
-        ax.imshow(img.cpu().numpy(), aspect="auto", origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, extent=(0, 1, 0, 1))
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("x")
-    axes[0].set_ylabel("t")
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / "surrogates_latent.png", dpi=110)
-    plt.close(fig)
+    trajectory_panels(out_dir / "surrogates_latent.png", [(f"solver (nu = {nu:.3g})", true), *panels.items()], 1.0)
 
 
 def _ratios(speed: list[dict]) -> list[dict]:

@@ -14,7 +14,7 @@ TARGETS = {
     "priors": "shipped priors: denoising MSE and reconstruction PSNR vs NFE",
     "pde": "PDE solvers: throughput, accuracy vs exact solutions, gradient cost",
     "channel": "channel estimation on HPSM channels: NMSE vs SNR of LS, LMMSE, OMP (DFT/polar), PnP-ODE, Langevin; NFE, time",
-    "surrogates": "Burgers trajectory surrogates (WDNO, physical diffusion, FNO, persistence) vs the solver: error, speed",
+    "surrogates": "Burgers trajectory surrogates (WDNO, physical diffusion, FNO, persistence) vs the solver: error, speed; the WDNO super-resolution stage at 2x vs interpolation; the latent diffusion surrogate on periodic Burgers with random viscosity",
     "pde-inverse": "Burgers trajectory and initial state from sparse sensors (DPS/SMC with the WDNO prior), NS vorticity from 2x/4x/8x sub-sampling (DPS/DAPS/SMC), vs solver-in-the-loop",
     "aps": "discrete priors: APS/SVDD/SGDD/masked SMC vs exact posteriors (TV) and on digits and 32x32 phantom tasks (PSNR vs NFE), continuous DPS beside",
     "gpu": "CUDA: sampler step time vs bare network evaluation on 256^2 CT, SMC particles/s for N = 64..1024 (skips without a GPU)",

@@ -36,8 +36,7 @@ import torch
 from invdiff.diffusion.edm import loss_weight, sample_sigma
 from invdiff.surrogates.data_periodic import nu_channel, periodic_burgers_trajectories
 from invdiff.surrogates.latent import LatentSurrogate
-from invdiff.surrogates.train import save_model
-from invdiff.utils.io import atomic_path
+from invdiff.surrogates.train import load_model, load_or_make_data, save_model
 from invdiff.utils.random import randn_like
 
 __all__ = ["train_latent", "load_latent", "load_or_make_periodic_data", "card_of", "main"]
@@ -121,35 +120,15 @@ def train_latent(model: LatentSurrogate, data: dict, autoencoder: dict, diffusio
 
 def load_latent(path: str | Path, dtype: torch.dtype = torch.float32) -> LatentSurrogate:
     """A :class:`LatentSurrogate` saved by this script (eval mode, ``.card`` attached)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"no surrogate weights at {path}")
-    with safe_open(str(path), "pt") as fh:
-        card = json.loads(fh.metadata()["card"])
-    if card.get("model") != "latent":
-        raise ValueError(f"{path}: holds model {card.get('model')!r}, expected 'latent'")
-    model = LatentSurrogate(**card["network"])
-    model.load_state_dict({k: v.to(dtype) for k, v in load_file(str(path)).items()})
-    model.card = card
-    return model.to(dtype).eval().requires_grad_(False)
+    model = load_model(path, dtype)
+    if model.card.get("model") != "latent":
+        raise ValueError(f"{path}: holds model {model.card.get('model')!r}, expected 'latent'")
+    return model
 
 
 def load_or_make_periodic_data(d: dict, cache: str | None = None) -> dict:
-    """The training trajectories of a config's ``data`` section, from ``cache`` if it holds the same spec."""
-    spec = {k: d[k] for k in ("n_train", "seed", "nx", "nt")}
-    if cache is not None and Path(cache).exists():
-        blob = torch.load(cache, map_location="cpu", weights_only=True)
-        if blob["spec"] == spec:
-            return blob["data"]
-    data = periodic_burgers_trajectories(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cache) as tmp:
-            torch.save(dict(spec=spec, data=data), tmp)
-    return data
+    """The periodic training trajectories of a config's ``data`` section, from ``cache`` if it holds the same spec."""
+    return load_or_make_data(d, cache, make=periodic_burgers_trajectories)
 
 
 def main(argv=None) -> None:

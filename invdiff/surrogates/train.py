@@ -44,7 +44,7 @@ __all__ = ["build_model", "train", "save_model", "load_model", "main"]
 
 
 def build_model(card: dict) -> torch.nn.Module:
-    """The (untrained) model of a config/card: ``{"model": "wdno"|"fno", "network": {...}}``."""
+    """The (untrained) model of a config/card: ``{"model": "wdno"|"wdno-sr"|"latent"|"fno", "network": {...}}``."""
     kind, net = card.get("model"), dict(card.get("network", {}))
     if kind == "wdno":
         return WDNO(**net)
@@ -52,7 +52,11 @@ def build_model(card: dict) -> torch.nn.Module:
         return FNO2d(**net)
     if kind == "wdno-sr":
         return WaveletSR(**net)
-    raise ValueError(f"model: expected 'wdno', 'wdno-sr' or 'fno', got {kind!r}")
+    if kind == "latent":
+        from invdiff.surrogates.latent import LatentSurrogate
+
+        return LatentSurrogate(**net)
+    raise ValueError(f"model: expected 'wdno', 'wdno-sr', 'latent' or 'fno', got {kind!r}")
 
 
 def _diffusion_loss(model: WDNO, x0, known, mask, gen):
@@ -163,15 +167,17 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.nn
     return model.to(dtype).eval().requires_grad_(False)
 
 
-def load_or_make_data(d: dict, cache: str | None = None) -> dict:
-    """The training trajectories of a config's ``data`` section, from ``cache`` if it holds the same spec."""
+def load_or_make_data(d: dict, cache: str | None = None, make=burgers_trajectories) -> dict:
+    """The training trajectories of a config's ``data`` section (``make(n, seed=, nx=, nt=)``, by default the
+    forced Dirichlet set), from ``cache`` if it holds the same spec."""
     spec = {k: d[k] for k in ("n_train", "seed", "nx", "nt")}
     if cache is not None and Path(cache).exists():
         blob = torch.load(cache, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
         if blob["spec"] == spec:
             return blob["data"]
-    data = burgers_trajectories(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
+    data = make(d["n_train"], seed=d["seed"], nx=d["nx"], nt=d["nt"])
     if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp:
             torch.save(dict(spec=spec, data=data), tmp)
     return data
