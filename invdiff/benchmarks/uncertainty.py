@@ -216,8 +216,12 @@ def mixture_defaults(names=("smc-adaptive", "daps"), dims=((8, 1), (8, 2), (80, 
     return rows
 
 
-def phantom_tv(names=("smc-adaptive", "daps"), n_prior: int = 384, n: int = 256, views: int = 2) -> list[dict]:
-    """TV to the exact posterior weights over ``n_prior`` 32 x 32 CT phantoms (defaults of each sampler)."""
+PHANTOM_SAMPLERS = ("smc-adaptive", "daps", "dds", ("dds x0_noise", "dds", {"x0_noise": True}))
+
+
+def phantom_tv(names=PHANTOM_SAMPLERS, n_prior: int = 384, n: int = 256, views: int = 2) -> list[dict]:
+    """TV to the exact posterior weights over ``n_prior`` 32 x 32 CT phantoms (defaults of each sampler;
+    an entry of ``names`` is a registered name or ``(label, name, settings)``)."""
     from invdiff.benchmarks.samplers import _assign, _tv, phantom_posterior_problem
     from invdiff.samplers import make
 
@@ -226,11 +230,13 @@ def phantom_tv(names=("smc-adaptive", "daps"), n_prior: int = 384, n: int = 256,
     g = torch.Generator().manual_seed(3)
     floor = sum(_tv(hist(torch.multinomial(w, n, replacement=True, generator=g)), w) for _ in range(20)) / 20
     rows = [{"sampler": "exact i.i.d. draws (floor)", "N": n, "n_prior": n_prior, "tv": round(floor, 3)}]
-    for name in names:
+    for entry in names:
+        label, name, settings = entry if isinstance(entry, tuple) else (entry, entry, {})
         t0 = time.perf_counter()
-        out = make(name, prior, progress=False).sample(y, physics, n_samples=n, generator=torch.Generator().manual_seed(4))
+        out = make(name, prior, progress=False, **settings).sample(y, physics, n_samples=n,
+                                                                    generator=torch.Generator().manual_seed(4))
         p = hist(_assign(out.samples[:, 0], images), out.weights()[:, 0])
-        rows.append({"sampler": name, "N": n, "n_prior": n_prior, "tv": round(_tv(p, w), 3),
+        rows.append({"sampler": label, "N": n, "n_prior": n_prior, "tv": round(_tv(p, w), 3),
                      "tv_over_floor": round(_tv(p, w) / floor, 2), "min_ess": round(float(out.min_ess().min()), 1),
                      "nfe": int(out.nfe), "time_s": round(time.perf_counter() - t0, 1)})
         print(rows[-1], flush=True)
