@@ -123,6 +123,12 @@ def test_resume_reads_back_finished_targets_and_records_when_and_where(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "1 of them (priors) were read back" in text and "ok (read back)" in text
     assert text.index("## priors") < text.index("## broken") < text.index("## channel")  # the targets' order is kept
+    calls.clear()
+    (tmp_path / "report.md").unlink()
+    bench_all.run(str(tmp_path), True, "cpu", targets=["priors", "broken", "channel", "operators"], report_only=True)
+    assert calls == []  # nothing runs
+    text = (tmp_path / "report.md").read_text()
+    assert "incomplete: 2 of 4 targets" in text and "## broken" not in text and "## operators" not in text
 
 
 def test_bench_resume_is_refused_for_a_single_target(capsys):

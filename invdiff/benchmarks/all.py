@@ -18,7 +18,8 @@ that finished. Each finished target leaves ``OUT/<target>/run.json`` (status, se
 time and git commit), which the report lists per target. ``resume=True`` (``invdiff bench all
 --resume``) reads back every target whose ``run.json`` says it finished in the same mode instead of
 rerunning it, so a full run can be spread over several sessions and still say when and at which
-commit each table was measured. ``INVDIFF_BENCH_ALL_TARGETS=a,b`` runs a subset.
+commit each table was measured; ``report_only=True`` (``--report-only``) runs nothing and rewrites
+the report of the targets finished so far. ``INVDIFF_BENCH_ALL_TARGETS=a,b`` runs a subset.
 The function returns the summary table (one row per target), which the CLI also writes as
 ``OUT/bench_all.md``.
 
@@ -170,9 +171,11 @@ def _write_record(folder: Path, res: dict, quick: bool, device: str) -> None:
 
 
 def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None,
-        resume: bool = False) -> dict[str, list[dict]]:
+        resume: bool = False, report_only: bool = False) -> dict[str, list[dict]]:
     """Run the targets (default: every target of ``invdiff bench`` but ``all``) and write ``OUT/report.md``;
-    with ``resume``, targets that already finished in ``out_dir`` in this mode are read back, not rerun."""
+    with ``resume``, targets that already finished in ``out_dir`` in this mode are read back, not rerun;
+    with ``report_only``, nothing runs: the report of the finished targets is rewritten (marked incomplete
+    if some have not finished)."""
     from invdiff.benchmarks.report import write_report
 
     if targets is None:
@@ -188,7 +191,7 @@ def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None
         return write_report(results, out_dir, quick=quick, device=device, total_seconds=time.perf_counter() - started,
                             planned=len(targets))
 
-    done = [t for t in targets if resume and finished(out_dir, t, quick)]
+    done = [t for t in targets if (resume or report_only) and finished(out_dir, t, quick)]
     if done:
         print(f"[bench all] --resume: reading back {', '.join(done)}", flush=True)
     earlier = {r["target"]: r for r in load_results(out_dir, done)}
@@ -197,7 +200,7 @@ def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None
         by_target = {**earlier, **{r["target"]: r for r in new}}
         return [by_target[t] for t in targets if t in by_target]
 
-    todo = [t for t in targets if t not in earlier]
+    todo = [] if report_only else [t for t in targets if t not in earlier]
     results = in_order(run_targets(todo, out_dir, quick, device, on_result=lambda new: report(in_order(new))))
     path = report(results)
     print(f"[bench all] report: {path}", flush=True)

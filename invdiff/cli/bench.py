@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="with `all`: read back the targets that already finished in OUT in the same mode "
                         "(OUT/<target>/run.json) instead of rerunning them")
+    p.add_argument("--report-only", action="store_true",
+                   help="with `all`: run nothing, rewrite OUT/report.md from the targets that already finished in OUT")
     p.set_defaults(func=run)
 
 
@@ -44,10 +46,11 @@ def run(args) -> int:
 
     from invdiff.benchmarks.table import write_table
 
-    if args.resume and args.target != "all":
-        raise ValueError("--resume applies to `invdiff bench all` only (it reads back finished targets of a report)")
+    for flag in ("resume", "report_only"):
+        if getattr(args, flag) and args.target != "all":
+            raise ValueError(f"--{flag.replace('_', '-')} applies to `invdiff bench all` only (it reads back finished targets of a report)")
     module = importlib.import_module(f"invdiff.benchmarks.{args.target.replace('-', '_')}")
-    extra = dict(resume=args.resume) if args.target == "all" else {}
+    extra = dict(resume=args.resume, report_only=args.report_only) if args.target == "all" else {}
     tables = module.run(out_dir=args.out, quick=args.quick, device=args.device, **extra)
     if isinstance(tables, list):  # a single table
         tables = {args.target: tables}
