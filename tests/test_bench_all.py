@@ -103,7 +103,7 @@ def test_resume_reads_back_finished_targets_and_records_when_and_where(tmp_path)
 
     def runner(target, out, quick, device):
         calls.append(target)
-        return fake_runner(target, out, quick, device)
+        return None if target == "gpu" else fake_runner(target, out, quick, device)  # gpu skips itself (no table)
 
     first = run_targets(["priors", "broken"], tmp_path, True, "cpu", runner=runner)
     assert [r["status"] for r in first] == ["ok", "failed"]
@@ -116,19 +116,20 @@ def test_resume_reads_back_finished_targets_and_records_when_and_where(tmp_path)
     orig = bench_all.run_targets
     bench_all.run_targets = lambda targets, out, quick, device, on_result=None: orig(targets, out, quick, device, runner, on_result)
     try:
-        bench_all.run(str(tmp_path), True, "cpu", targets=["priors", "broken", "channel"], resume=True)
+        bench_all.run(str(tmp_path), True, "cpu", targets=["priors", "broken", "channel", "gpu"], resume=True)
     finally:
         bench_all.run_targets = orig
-    assert calls == ["broken", "channel"]  # priors read back, not rerun
+    assert calls == ["broken", "channel", "gpu"]  # priors read back, not rerun
     text = (tmp_path / "report.md").read_text()
     assert "1 of them (priors) were read back" in text and "ok (read back)" in text
     assert text.index("## priors") < text.index("## broken") < text.index("## channel")  # the targets' order is kept
     calls.clear()
     (tmp_path / "report.md").unlink()
-    bench_all.run(str(tmp_path), True, "cpu", targets=["priors", "broken", "channel", "operators"], report_only=True)
+    bench_all.run(str(tmp_path), True, "cpu", targets=["priors", "broken", "channel", "operators", "gpu"], report_only=True)
     assert calls == []  # nothing runs
     text = (tmp_path / "report.md").read_text()
-    assert "incomplete: 2 of 4 targets" in text and "## broken" not in text and "## operators" not in text
+    assert "incomplete: 3 of 5 targets" in text and "## broken" not in text and "## operators" not in text
+    assert "skipped (no table) (read back)" in text  # a target that skipped itself is reported as such
 
 
 def test_bench_resume_is_refused_for_a_single_target(capsys):

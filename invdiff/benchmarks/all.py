@@ -69,10 +69,12 @@ def _record(folder: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def finished(out_dir: str | os.PathLike, target: str, quick: bool) -> bool:
-    """Whether ``OUT/<target>/run.json`` records a successful run of ``target`` in this mode (quick or full)."""
+def finished(out_dir: str | os.PathLike, target: str, quick: bool, skipped: bool = False) -> bool:
+    """Whether ``OUT/<target>/run.json`` records a successful run of ``target`` in this mode (quick or full);
+    with ``skipped``, a target that skipped itself (e.g. ``gpu`` without a GPU) counts too."""
     record = _record(Path(out_dir) / target)
-    return record.get("status") == "ok" and record.get("quick") is quick
+    status = str(record.get("status", ""))
+    return (status == "ok" or (skipped and status.startswith("skipped"))) and record.get("quick") is quick
 
 
 def load_results(out_dir: str | os.PathLike, targets: list[str]) -> list[dict]:
@@ -91,7 +93,8 @@ def load_results(out_dir: str | os.PathLike, targets: list[str]) -> list[dict]:
             with open(path, newline="") as f:
                 tables[path.stem] = [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
         record = _record(folder)
-        results.append(dict(target=target, tables=tables, status="ok (read back)", seconds=record.get("seconds", ""),
+        status = record.get("status", "ok")
+        results.append(dict(target=target, tables=tables, status=f"{status} (read back)", seconds=record.get("seconds", ""),
                             started=record.get("started", ""), commit=record.get("commit", "")))
     return results
 
@@ -191,7 +194,7 @@ def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None
         return write_report(results, out_dir, quick=quick, device=device, total_seconds=time.perf_counter() - started,
                             planned=len(targets))
 
-    done = [t for t in targets if (resume or report_only) and finished(out_dir, t, quick)]
+    done = [t for t in targets if (resume or report_only) and finished(out_dir, t, quick, skipped=report_only)]
     if done:
         print(f"[bench all] --resume: reading back {', '.join(done)}", flush=True)
     earlier = {r["target"]: r for r in load_results(out_dir, done)}
