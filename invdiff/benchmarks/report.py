@@ -270,6 +270,20 @@ def figures(target: str, name: str, rows: list[dict], fig_dir: Path) -> list[tup
     return made
 
 
+def _run_minutes(results: list[dict], total_seconds: float) -> float:
+    """Minutes of run time: this invocation's, or the targets' own recorded times when some were read back."""
+    recorded = sum(r["seconds"] for r in results if isinstance(r.get("seconds"), (int, float)))
+    return max(recorded, total_seconds) / 60
+
+
+def _short(commit: str) -> str:
+    """A full hash shortened to 12 characters (a marked or ranged commit kept as written)."""
+    import re
+
+    head = re.match(r"[0-9a-f]{40}", commit)
+    return commit[:12] + commit[40:] if head else commit
+
+
 def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: bool, total_seconds: float,
            planned: int | None = None) -> str:
     """The report's Markdown text (figures written under ``fig_dir``, linked relative to ``rel_to``)."""
@@ -279,7 +293,7 @@ def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: 
     mode = "quick run (`--quick`: small sizes, few steps; numbers are smoke-test quality, not the full measurement)" if quick \
         else "full run"
     lines = ["# invdiff benchmark report", "",
-             f"`invdiff bench all{' --quick' if quick else ''}`: {mode}; {len(results)} targets in {total_seconds / 60:.1f} minutes"
+             f"`invdiff bench all{' --quick' if quick else ''}`: {mode}; {len(results)} targets in {_run_minutes(results, total_seconds):.1f} minutes"
              + (f" (**incomplete: {len(results)} of {planned} targets so far**)." if planned and len(results) < planned else ".")
              + (f" {len(back)} of them ({', '.join(back)}) were read back from earlier runs in the same folder (`--resume`): "
                 "the targets table gives each one's start time and commit." if back else ""), "",
@@ -294,7 +308,7 @@ def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: 
     lines += ["## Targets", "", "Each target's start time (UTC) and the commit it ran at (a run resumed with `--resume` "
               "spans several starts).", "",
               markdown([dict(target=r["target"], status=r["status"], seconds=r["seconds"], started=r.get("started", ""),
-                             commit=str(r.get("commit", ""))[:12], tables=", ".join(r["tables"]) or "-") for r in results]), ""]
+                             commit=_short(str(r.get("commit", ""))), tables=", ".join(r["tables"]) or "-") for r in results]), ""]
     for r in results:
         lines += [f"## {r['target']}", ""]
         if r["status"] == "failed":
