@@ -42,7 +42,8 @@ def test_headline_best_method_and_deepinv_at_the_same_nfe():
 
 
 def test_headline_skips_reference_rows():
-    rows = SAMPLERS + [dict(task="ct", method="exact posterior mean", nfe_total=0, psnr=40.0, seconds=0.0)]
+    rows = SAMPLERS + [dict(task="ct", method="exact posterior mean", nfe_total=0, psnr=40.0, seconds=0.0),
+                       dict(task="ct", method="quantised truth (16 levels)", nfe_total=0, psnr=37.3, seconds=0.0)]
     assert headline({"p": {"s": rows}})[0]["best invdiff"] == "DPS"
 
 

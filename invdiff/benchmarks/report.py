@@ -8,7 +8,7 @@ Nothing here knows a particular benchmark: columns are recognised by name.
   ``rel_l2``, ``max_error``);
 - a *cost* column: NFE (``nfe``, ``nfe_total``, ``denoiser_calls``) and time (``seconds``, ``time_s``,
   ``cpu_seconds``, ``cpu_s``, ``wall_s``, ``cpu_seconds_per_problem``);
-- rows whose method names a reference (exact, floor, oracle, reference) are never the headline's best method.
+- rows whose method names a reference (exact, floor, oracle, reference, truth) are never the headline's best method.
 - a *task* column: ``task``; channel rows (``snr_db``; the headline keeps 0, 10 and 20 dB) and PDE
   rows (``sensors``) make their own.
 
@@ -41,7 +41,7 @@ TIME_COLS = ("seconds", "time_s", "cpu_seconds", "cpu_s", "wall_s", "cpu_seconds
 #: channel sweeps: the SNRs (dB) that make the headline (all of them stay in the tables)
 HEADLINE_SNRS = (0.0, 10.0, 20.0)
 #: rows that are references, not methods a user would run (never picked as the best method)
-REFERENCE_WORDS = ("exact", "floor", "oracle", "reference")
+REFERENCE_WORDS = ("exact", "floor", "oracle", "reference", "truth")
 
 
 def _num(v) -> float | None:
