@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -69,7 +70,7 @@ def _read_npy_stream(f, available: int, path) -> np.ndarray:
         header_end = f.tell()
     except UnreadableFileError:
         raise
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as exc:
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError, tokenize.TokenError) as exc:  # numpy re-tokenises a bad header
         raise UnreadableFileError(f"{path}: not a readable .npy array ({exc})") from None
     if dtype.hasobject:
         raise UnreadableFileError(f"{path}: holds Python objects (dtype {dtype}); refused, loading them would need pickle")

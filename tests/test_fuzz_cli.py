@@ -8,6 +8,8 @@ no pickle ever executed. ``python tests/fuzz_cli_cases.py N`` counts outcomes ov
 """
 from __future__ import annotations
 
+import os
+
 import sys
 from pathlib import Path
 
@@ -34,14 +36,14 @@ def _check(data, world, tmp_path_factory):
     assert outcome in ("ok", "user-error"), f"{outcome}: {detail}\n  invdiff {' '.join(argv)}"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=not os.environ.get("HYPOTHESIS_RANDOM"))
 @given(data=st.data())
 def test_cli_fuzz(world, tmp_path_factory, data):
     _check(data, world, tmp_path_factory)
 
 
 @pytest.mark.slow
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=not os.environ.get("HYPOTHESIS_RANDOM"))
 @given(data=st.data())
 def test_cli_fuzz_long(world, tmp_path_factory, data):
     _check(data, world, tmp_path_factory)

@@ -9,6 +9,8 @@ unpickle, and never change the file. Valid files round-trip exactly (complex dat
 """
 from __future__ import annotations
 
+import os
+
 import hashlib
 import io
 import pickle
@@ -25,7 +27,10 @@ from hypothesis.extra import numpy as hnp
 
 from invdiff.datasets.loaders import MAX_ELEMENTS, load_array
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the default run explores a fixed set of examples (a CI run cannot fail on a case no earlier
+# run saw); new cases are found by running with HYPOTHESIS_RANDOM=1, and each one found is kept below as a regression test
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+                    derandomize=not os.environ.get("HYPOTHESIS_RANDOM"))
 SUFFIXES = [".npy", ".npz", ".h5", ".png"]
 
 
@@ -186,3 +191,17 @@ def test_hdf5_edge_cases(tmp_path):
     (tmp_path / "zero.h5").write_bytes(b"")
     with pytest.raises(ValueError, match="HDF5"):
         load_array(tmp_path / "zero.h5")
+
+
+def test_npy_header_that_breaks_numpy_tokenizer(tmp_path):
+    """Found by the fuzz suite: a flipped byte turns '(' into ')' in the header, and numpy's header parser
+    raises tokenize.TokenError (not a SyntaxError): it must be a clean UnreadableFileError."""
+    from invdiff.datasets.loaders import UnreadableFileError
+
+    good = _valid_bytes(".npy", np.zeros((1, 8, 8), np.float32))
+    bad = good.replace(b"'shape': (1, 8, 8)", b"'shape': )1, 8, 8)")
+    assert bad != good
+    path = tmp_path / "bad.npy"
+    path.write_bytes(bad)
+    with pytest.raises(UnreadableFileError, match="not a readable .npy array"):
+        load_array(path)
