@@ -211,10 +211,44 @@ def test_prior_bad_input():
         m(x, 1.0, u0=torch.zeros(2, 16), text=["burgers periodic nu=0.01"] * 3)
 
 
-def test_doctests():
-    from invdiff.surrogates import data_periodic, latent, latent_train
+# ----------------------------------------------------------------------------- training
 
-    for mod in (data_periodic, latent, latent_train):
+
+def test_train_latent_freezes_the_autoencoder_and_reports_each_stage():
+    """Stage 2 trains only the denoiser and the parameter embedding: the returned model's autoencoder is exactly
+    stage 1's EMA, the diffusion stage counts only its own parameters, ``checkpoint`` gets the EMA model, both
+    stages report the card's fields (merged by ``card_of``), and a CPU-time limit of 0 stops a stage after one step.
+    About 1 s."""
+    from invdiff.surrogates.latent_train import card_of, train_latent
+
+    data = periodic_burgers_trajectories(6, seed=0, nx=16, nt=8, solve_factor=2)
+    m = _small()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    saved, logs = [], []
+    ae = dict(steps=6, batch=3, lr=2e-3, warmup=2)
+    dm = dict(steps=50, batch=3, lr=1e-3, warmup=2, time_limit=0.0)
+    ema, stats = train_latent(m, data, ae, dm, seed=1, log=logs.append, checkpoint=saved.append)
+    assert all(torch.equal(v, m.ae.state_dict()[k]) for k, v in ema.ae.state_dict().items())
+    assert not torch.equal(ema.ae.enc[0].weight, before["ae.enc.0.weight"])  # stage 1 did train it
+    assert not torch.equal(ema.net.out.weight, before["net.out.weight"])
+    n_dm = sum(p.numel() for p in (*m.net.parameters(), *m.params.parameters()))
+    assert stats["diffusion"]["parameters"] == n_dm < stats["parameters"] == sum(p.numel() for p in m.parameters())
+    assert stats["autoencoder"]["steps"] == 6 and stats["diffusion"]["steps"] == 1
+    assert len(saved) == 1 and saved[0] is ema
+    assert any(line.startswith("latent diffusion: CPU time limit 0 s reached at step 1") for line in logs)
+    cfg = {"model": "latent", "network": m.config, "autoencoder": ae, "diffusion": dm}
+    card = card_of(cfg, stats, "cmd")
+    for section in ("autoencoder", "diffusion"):
+        for key in ("max_steps", "steps", "final_loss", "final_loss_window", "wall_seconds", "cpu_seconds", "parameters"):
+            assert key in card[section], (section, key)
+        assert math.isfinite(card[section]["final_loss"])
+    assert card["diffusion"]["max_steps"] == 50 and "train_rel_l2" in card["autoencoder"]
+
+
+def test_doctests():
+    from invdiff.surrogates import data_periodic, latent, latent_train, train
+
+    for mod in (data_periodic, latent, latent_train, train):
         res = doctest.testmod(mod, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
         assert res.failed == 0, f"{mod.__name__}: {res.failed} doctest failures"
 

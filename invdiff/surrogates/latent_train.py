@@ -2,7 +2,7 @@ r"""Training of the latent diffusion surrogate and of its FNO baseline on period
 
 Two stages (:class:`~invdiff.surrogates.latent.LatentSurrogate`), each Adam with a linear warm-up,
 gradient clipping and an exponential moving average (EMA) of the weights, stopped at ``steps``
-or after ``time_limit`` seconds of process CPU time (as :mod:`invdiff.surrogates.train`):
+or after ``time_limit`` seconds of process CPU time (the loop :func:`invdiff.surrogates.train.fit`):
 
 1. the autoencoder on :math:`\|\mathcal D(E(u)) - u\|^2 / s_u^2` (``"autoencoder"`` section);
 2. with the EMA autoencoder frozen, the latent denoiser on the EDM loss (Karras et al. 2022)
@@ -25,7 +25,6 @@ Command line (one thread, as the shipped model)::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -36,45 +35,12 @@ import torch
 from invdiff.diffusion.edm import loss_weight, sample_sigma
 from invdiff.surrogates.data_periodic import nu_channel, periodic_burgers_trajectories
 from invdiff.surrogates.latent import LatentSurrogate
-from invdiff.surrogates.train import load_model, load_or_make_data, save_model
+from invdiff.surrogates.train import fit, load_model, load_or_make_data, save_model
 from invdiff.utils.random import randn_like
 
 __all__ = ["train_latent", "load_latent", "load_or_make_periodic_data", "card_of", "main"]
 
-
-def _fit(model, params, loss_fn, n: int, steps: int, batch: int, lr: float, warmup: int = 100, grad_clip: float = 1.0,
-         ema_decay: float = 0.995, time_limit: float | None = None, gen=None, log=print, name: str = "", log_every: int = 100,
-         checkpoint=None):
-    """Minimise ``loss_fn(idx)`` over ``params`` (of ``model``); return (EMA copy of ``model``, stats)."""
-    params = list(params)
-    ema = copy.deepcopy(model).eval()
-    pairs = [(pe, pm) for pe, pm in zip(ema.parameters(), model.parameters()) if any(pm is p for p in params)]
-    opt = torch.optim.Adam(params, lr=lr)
-    losses, t0, c0, step = [], time.time(), time.process_time(), 0
-    for step in range(1, steps + 1):
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, step / max(warmup, 1))
-        loss = loss_fn(torch.randint(0, n, (batch,), generator=gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for pe, pm in pairs:
-                pe.lerp_(pm, 1 - ema_decay)
-        losses.append(float(loss.detach()))
-        done = time_limit is not None and time.process_time() - c0 > time_limit
-        if step % log_every == 0 or done or step == steps:
-            log(f"{name} step {step} loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f} "
-                f"({time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)")
-            if checkpoint is not None:
-                checkpoint(ema)
-        if done:
-            log(f"{name}: CPU time limit {time_limit:.0f} s reached at step {step}")
-            break
-    window = losses[-min(200, len(losses)):]
-    return ema, dict(steps=step, final_loss=sum(window) / len(window), wall_seconds=round(time.time() - t0, 1),
-                     cpu_seconds=round(time.process_time() - c0, 1), parameters=sum(p.numel() for p in params))
+_STAGE_DEFAULTS = dict(warmup=100, grad_clip=1.0, ema_decay=0.995)  # a stage section's settings where it omits them
 
 
 def train_latent(model: LatentSurrogate, data: dict, autoencoder: dict, diffusion: dict, seed: int = 0, log=print,
@@ -90,9 +56,8 @@ def train_latent(model: LatentSurrogate, data: dict, autoencoder: dict, diffusio
     def ae_loss(idx):
         return ((model.ae(u[idx]) - u[idx]) ** 2).mean() / s2
 
-    ae_cfg = dict(autoencoder)
-    ema_ae, ae_stats = _fit(model.ae, model.ae.parameters(), ae_loss, n, ae_cfg.pop("steps"), gen=gen, log=log,
-                            name="autoencoder", **ae_cfg)
+    ae_cfg = {**_STAGE_DEFAULTS, **autoencoder}
+    ema_ae, ae_stats = fit(model.ae, ae_loss, n, ae_cfg.pop("steps"), gen=gen, log=log, name="autoencoder", **ae_cfg)
     model.ae.load_state_dict(ema_ae.state_dict())
     model.ae.requires_grad_(False).eval()
     with torch.no_grad():
@@ -111,10 +76,10 @@ def train_latent(model: LatentSurrogate, data: dict, autoencoder: dict, diffusio
         D = model(x0 + s * randn_like(x0, gen), sigma, u0=u0[idx], nu=nu[idx])
         return (loss_weight(s, model.sigma_data) * (D - x0) ** 2).mean()
 
-    dm_cfg = dict(diffusion)
+    dm_cfg = {**_STAGE_DEFAULTS, "log_every": 200, **diffusion}
     trainable = [*model.net.parameters(), *model.params.parameters()]
-    ema, dm_stats = _fit(model, trainable, ldm_loss, n, dm_cfg.pop("steps"), gen=gen, log=log, name="latent diffusion",
-                         checkpoint=checkpoint, log_every=200, **dm_cfg)
+    ema, dm_stats = fit(model, ldm_loss, n, dm_cfg.pop("steps"), params=trainable, gen=gen, log=log, name="latent diffusion",
+                        checkpoint=None if checkpoint is None else lambda e, _: checkpoint(e), **dm_cfg)
     return ema, dict(autoencoder=ae_stats, diffusion=dm_stats, parameters=sum(p.numel() for p in model.parameters()))
 
 

@@ -40,7 +40,7 @@ from invdiff.surrogates.wdno_sr import WaveletSR, coarsen
 from invdiff.utils.io import atomic_path
 from invdiff.utils.random import rand, randn_like
 
-__all__ = ["build_model", "train", "save_model", "load_model", "main"]
+__all__ = ["build_model", "fit", "train", "save_model", "load_model", "main"]
 
 
 def build_model(card: dict) -> torch.nn.Module:
@@ -66,12 +66,76 @@ def _diffusion_loss(model: WDNO, x0, known, mask, gen):
     return (loss_weight(s, model.sigma_data) * (D - x0) ** 2).mean()
 
 
+def fit(model: torch.nn.Module, loss_fn, n: int, steps: int, *, batch: int, lr: float, warmup: int, ema_decay: float,
+        grad_clip: float = 1.0, params=None, time_limit: float | None = None, gen=None, log=print, log_every: int = 100,
+        checkpoint=None, name: str = "") -> tuple[torch.nn.Module, dict]:
+    r"""The training loop of every surrogate: minimise ``loss_fn(idx)`` over ``params`` (default: all of ``model``'s);
+    return (EMA copy of ``model``, stats).
+
+    Each step draws the batch ``idx = randint(0, n, (batch,), generator=gen)`` and then calls ``loss_fn(idx)``, which
+    draws its own noise (from the same generator) if it needs any. Adam at learning rate
+    :math:`\mathrm{lr} \cdot \min(1, \mathrm{step}/\mathrm{warmup})`, gradients clipped to norm ``grad_clip``, and
+    the EMA weights :math:`\bar\theta \leftarrow \bar\theta + (1 - \mathrm{ema\_decay})(\theta - \bar\theta)`
+    of ``params`` (the EMA copy's buffers follow the model's). It stops after ``steps`` steps or once the process CPU time
+    exceeds ``time_limit`` seconds. Every ``log_every`` steps (and at the last) it logs the mean loss of the last
+    ``log_every`` steps and calls ``checkpoint(ema, stats)`` if given. The stats: ``steps`` taken, ``final_loss`` (mean
+    of the last ``final_loss_window`` <= 200 steps), ``wall_seconds``, ``cpu_seconds`` and the ``parameters`` trained.
+
+    >>> net = torch.nn.Linear(1, 1)
+    >>> x = torch.linspace(-1, 1, 8)[:, None]
+    >>> ema, stats = fit(net, lambda idx: ((net(x[idx]) - 2 * x[idx]) ** 2).mean(), 8, 5, batch=4, lr=0.1, warmup=1,
+    ...                  ema_decay=0.9, gen=torch.Generator().manual_seed(0), log=lambda s: None)
+    >>> stats["steps"], stats["parameters"]
+    (5, 2)
+    """
+    params = list(model.parameters() if params is None else params)
+    ema = copy.deepcopy(model).eval()
+    trained = {id(p) for p in params}
+    pairs = [(pe, pm) for pe, pm in zip(ema.parameters(), model.parameters()) if id(pm) in trained]
+    opt = torch.optim.Adam(params, lr=lr)
+    head = f"{name} " if name else ""
+    losses, t0, c0, step = [], time.time(), time.process_time(), 0
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, step / max(warmup, 1))
+        loss = loss_fn(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in pairs:
+                pe.lerp_(pm, 1 - ema_decay)
+            for be, bm in zip(ema.buffers(), model.buffers()):
+                be.copy_(bm)
+        losses.append(float(loss.detach()))
+        done = time_limit is not None and time.process_time() - c0 > time_limit
+        if step % log_every == 0 or done or step == steps:
+            log(f"{head}step {step} loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f} "
+                f"({time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)")
+            if checkpoint is not None:
+                checkpoint(ema, _stats(losses, step, t0, c0, params))
+        if done:
+            log(f"{name + ': ' if name else ''}CPU time limit {time_limit:.0f} s reached at step {step}")
+            break
+    return ema, _stats(losses, step, t0, c0, params)
+
+
+def _stats(losses, step, t0, c0, params) -> dict:
+    window = losses[-min(200, len(losses)):]
+    return dict(steps=step, final_loss=sum(window) / len(window), final_loss_window=len(window),
+                wall_seconds=round(time.time() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
+                parameters=sum(p.numel() for p in params))
+
+
 def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warmup: int = 200, grad_clip: float = 1.0,
           ema_decay: float = 0.999, p_uncond: float = 0.2, seed: int = 0, time_limit: float | None = None,
           log=print, log_every: int = 100, checkpoint=None) -> tuple[torch.nn.Module, dict]:
     """Train ``model`` (a :class:`WDNO`, :class:`WaveletSR` or :class:`FNO2d`) on ``data`` (``u``, ``u0``, ``f``); return (EMA model, stats).
 
-    ``checkpoint(ema, stats)``, if given, is called every ``log_every`` steps (e.g. to save the EMA weights)."""
+    The loop is :func:`fit`; ``checkpoint(ema, stats)``, if given, is called every ``log_every`` steps (e.g. to save
+    the EMA weights)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     u, u0, f = data["u"], data["u0"], data["f"]
@@ -82,57 +146,29 @@ def train(model, data: dict, steps: int, batch: int = 32, lr: float = 1e-3, warm
             X = model.encode(u)
             K, M = model.condition(n, u0, f, dtype=u.dtype)
         per = K.shape[1] // 2
+
+        def loss_fn(idx):
+            keep = (rand((len(idx),), generator=gen) >= p_uncond).to(u.dtype).reshape(-1, 1, 1, 1)
+            k, m = K[idx].clone(), M[idx].clone()
+            k[:, :per] *= keep
+            m[:, :1] *= keep
+            return _diffusion_loss(model, X[idx], k, m, gen)
     elif isinstance(model, WaveletSR):
         model.fit_scaling(u, f)
         with torch.no_grad():
             X = model.encode(u)
             K = model.condition(n, coarsen(u), coarsen(f), dtype=u.dtype)
+
+        def loss_fn(idx):
+            return _diffusion_loss(model, X[idx], K[idx], None, gen)
     else:
         model.u_scale.fill_(float(u.std()))
         model.f_scale.fill_(float(f.std()))
-    ema = copy.deepcopy(model).eval()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses, t0, c0, step = [], time.time(), time.process_time(), 0
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, step / max(warmup, 1))
-        if isinstance(model, WDNO):
-            keep = (rand((batch,), generator=gen) >= p_uncond).to(u.dtype).reshape(-1, 1, 1, 1)
-            k, m = K[idx].clone(), M[idx].clone()
-            k[:, :per] *= keep
-            m[:, :1] *= keep
-            loss = _diffusion_loss(model, X[idx], k, m, gen)
-        elif isinstance(model, WaveletSR):
-            loss = _diffusion_loss(model, X[idx], K[idx], None, gen)
-        else:
-            loss = ((model(u0[idx], f[idx]) - u[idx]) ** 2).mean() / float(model.u_scale) ** 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - ema_decay)
-            for be, bm in zip(ema.buffers(), model.buffers()):
-                be.copy_(bm)
-        losses.append(float(loss.detach()))
-        done = time_limit is not None and time.process_time() - c0 > time_limit
-        if step % log_every == 0 or done or step == steps:
-            log(f"step {step} loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f} ({time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU)")
-            if checkpoint is not None:
-                checkpoint(ema, _stats(losses, step, t0, c0, model))
-        if done:
-            log(f"CPU time limit {time_limit:.0f} s reached at step {step}")
-            break
-    return ema, _stats(losses, step, t0, c0, model)
 
-
-def _stats(losses, step, t0, c0, model) -> dict:
-    window = losses[-min(200, len(losses)):]
-    return dict(steps=step, final_loss=sum(window) / len(window), final_loss_window=len(window),
-                wall_seconds=round(time.time() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
-                parameters=sum(p.numel() for p in model.parameters()))
+        def loss_fn(idx):
+            return ((model(u0[idx], f[idx]) - u[idx]) ** 2).mean() / float(model.u_scale) ** 2
+    return fit(model, loss_fn, n, steps, batch=batch, lr=lr, warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay,
+               time_limit=time_limit, gen=gen, log=log, log_every=log_every, checkpoint=checkpoint)
 
 
 def save_model(model: torch.nn.Module, card: dict, path: str | Path, half: bool = True) -> Path:
