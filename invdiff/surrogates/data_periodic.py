@@ -32,7 +32,6 @@ import math
 import torch
 
 from invdiff.operators.pde import BurgersPeriodic
-from invdiff.operators.pde.spectral import ETDRK4, dealias_mask, derivative_wavenumbers, wavenumbers
 
 __all__ = ["PERIODIC_DEFAULTS", "BurgersPeriodicNu", "grf_sigma", "nu_channel", "periodic_burgers_trajectories", "periodic_inputs", "periodic_solve"]
 
@@ -42,9 +41,9 @@ PERIODIC_DEFAULTS = dict(t_final=1.0, log10_nu=(-2.5, -1.5), u_std=0.5, grf_alph
 class BurgersPeriodicNu(BurgersPeriodic):
     r""":class:`~invdiff.operators.pde.BurgersPeriodic` with one viscosity per trajectory.
 
-    ``nu`` is a tensor ``(B,)``: the ETDRK4 linear part :math:`-\nu_b k^2` gets a batch axis and
-    every other piece (dealiased nonlinear term, time grid, frames) is the parent's. Its input
-    must be ``(B, 1, n)`` with the same ``B``.
+    ``nu`` is a tensor ``(B,)``: the ETDRK4 linear part :math:`-\nu_b k^2` gets a batch axis (the
+    parent's ``_linear_symbol`` hook) and every other piece (dealiased nonlinear term, time grid,
+    frames) is the parent's. Its input must be ``(B, 1, n)`` with the same ``B``.
 
     >>> s = BurgersPeriodicNu(n=16, nu=torch.tensor([0.01, 0.1]), t_final=0.1, n_frames=2)
     >>> s(torch.zeros(2, 1, 16)).shape
@@ -63,15 +62,8 @@ class BurgersPeriodicNu(BurgersPeriodic):
         if u0.shape[0] != self.nu_batch.numel() or u0.shape[1] != 1:
             raise ValueError(f"u0: expected ({self.nu_batch.numel()}, 1, {self.grid[0]}) (one trajectory per nu), got {tuple(u0.shape)}")
 
-    def _prepare(self, dt, dtype, device):
-        from invdiff.operators.pde.burgers import _BurgersNonlinear
-
-        (k,) = wavenumbers(self.grid, (self.length,), device)
-        (kd,) = derivative_wavenumbers(self.grid, (self.length,), device)
-        L = -self.nu_batch.to(device).reshape(-1, 1, 1) * k**2  # (B, 1, n//2+1)
-        stepper = ETDRK4(L, dt, dtype=dtype)
-        M = (-0.5j * kd * dealias_mask(self.grid, device)).to(stepper.E.dtype)
-        return stepper, _BurgersNonlinear(M, self.grid[0])
+    def _linear_symbol(self, k: torch.Tensor) -> torch.Tensor:
+        return -self.nu_batch.to(k.device).reshape(-1, 1, 1) * k**2  # (B, 1, n//2+1)
 
 
 def grf_sigma(n: int, alpha: float, tau: float, std: float, length: float = 1.0) -> float:

@@ -78,10 +78,15 @@ class BurgersPeriodic(PDESolver):
         """Grid :math:`x_j = jL/n` (float64)."""
         return torch.arange(self.grid[0], dtype=torch.float64) * self.length / self.grid[0]
 
+    def _linear_symbol(self, k: torch.Tensor) -> torch.Tensor:
+        """The Fourier symbol :math:`-\\nu k^2` of the linear (viscous) part at the wavenumbers ``k`` (a subclass
+        may give it leading batch axes, e.g. one viscosity per trajectory)."""
+        return -self.nu * k**2
+
     def _prepare(self, dt, dtype, device):
         (k,) = wavenumbers(self.grid, (self.length,), device)
         (kd,) = derivative_wavenumbers(self.grid, (self.length,), device)
-        stepper = ETDRK4(-self.nu * k**2, dt, dtype=dtype)
+        stepper = ETDRK4(self._linear_symbol(k), dt, dtype=dtype)
         M = (-0.5j * kd * dealias_mask(self.grid, device)).to(stepper.E.dtype)
         return stepper, _BurgersNonlinear(M, self.grid[0])
 
