@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ["TASKS", "SAMPLER_SETTINGS", "UNCERTAINTY", "UNCERTAINTY_SETTINGS", "sampler_settings", "uncertainty_settings",
-           "make_task"]
+__all__ = ["TASKS", "SAMPLER_SETTINGS", "DEEPINV_SETTINGS", "UNCERTAINTY", "UNCERTAINTY_SETTINGS", "sampler_settings",
+           "deepinv_settings", "uncertainty_settings", "make_task"]
 
 TASKS = {
     "ct": dict(prior="ct-phantom-64", family="ct-phantom", operator="ct-sparse-view",
-               op_kwargs=dict(size=64, views=30, sigma=0.01), tv_lambda=0.001, magnitude=False, baseline="FBP"),
+               op_kwargs=dict(size=64, views=30, sigma=0.01), tv_lambda=0.001, magnitude=False, baseline="FBP",
+               data_range=(0.0, 1.0)),
     "mri": dict(prior="mri-phantom-64", family="mri-phantom", operator="mri-4x",
-                op_kwargs=dict(size=64, sigma=0.01), tv_lambda=0.015, magnitude=True, baseline="zero-filled"),
+                op_kwargs=dict(size=64, sigma=0.01), tv_lambda=0.015, magnitude=True, baseline="zero-filled",
+                data_range=(-1.0, 1.0)),  # real and imaginary channels of a complex image of modulus <= 1
 }
 
 # name -> task -> settings; "particles" is n_samples, the rest go to invdiff.samplers.make
@@ -35,6 +37,17 @@ SAMPLER_SETTINGS = {
     "red-diff": {"ct": dict(steps=200, lam_ref=0.02), "mri": dict(steps=400, lam_ref=0.05)},
     "smc": {"ct": dict(steps=10, sigma_max=10.0, particles=4), "mri": dict(steps=20, sigma_max=10.0, particles=4)},
     "dds": {"ct": dict(), "mri": dict()},  # its defaults
+}
+#: deepinv's methods on the same tasks (the comparison of the demo and the benchmarks), their
+#: hyperparameters chosen the way ours were: on validation phantoms (seed 999, 2 images, 100 steps),
+#: never on the test set (``python -m invdiff.benchmarks.deepinv_tuning``, docs/benchmarks/deepinv-tuning.md).
+#: deepinv's defaults (DiffPIR ``lambda_=7, zeta=0.1``, DPS ``weight=1``) score far lower there:
+#: DiffPIR 31.1 / 24.7 dB (CT / MRI) against 34.7 / 30.7 tuned, DPS 13.7 / 14.7 against 27.7 / 28.5.
+#: DiffPIR on MRI also needs the data mapped to the [0, 1] it assumes (:mod:`invdiff.interop`,
+#: ``TASKS[task]["data_range"]``).
+DEEPINV_SETTINGS = {
+    "diffpir": {"ct": dict(lambda_=1.0, zeta=1.0), "mri": dict(lambda_=1.0, zeta=1.0)},
+    "dps": {"ct": dict(weight=300.0), "mri": dict(weight=300.0)},
 }
 QUICK = {"dps": dict(steps=10), "red-diff": dict(steps=10), "smc": dict(steps=4, particles=2), "dds": dict(steps=10)}
 
@@ -56,6 +69,16 @@ def uncertainty_settings(task: str, quick: bool = False) -> dict:
     {'particles': 16, 'x0_noise': True}
     """
     return {**sampler_settings(task, UNCERTAINTY, quick), **UNCERTAINTY_SETTINGS, **({"particles": 4} if quick else {})}
+
+
+def deepinv_settings(task: str, name: str) -> dict:
+    """Keyword arguments of deepinv's method ``name`` (``"diffpir"``, ``"dps"``) on ``task``
+    (:data:`DEEPINV_SETTINGS`)."""
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    if name not in DEEPINV_SETTINGS:
+        raise ValueError(f"deepinv method: expected one of {sorted(DEEPINV_SETTINGS)}, got {name!r}")
+    return dict(DEEPINV_SETTINGS[name][task])
 
 
 def sampler_settings(task: str, name: str, quick: bool = False) -> dict:

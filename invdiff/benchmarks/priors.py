@@ -12,8 +12,10 @@ Tables:
   and the closed-form MSE of the population-optimal linear denoiser,
   ``(1/d) sum_k lambda_k sigma^2 / (lambda_k + sigma^2)`` with the sample eigenvalues (an
   optimistic value for the Gaussian, by Jensen).
-- ``samplers``: PSNR / SSIM / wall time vs NFE of invdiff's DPS, RED-Diff and SMC ensemble on
-  the demo tasks (CT 30 views, MRI 4x), beside deepinv's DPS and DiffPIR on the same denoiser.
+- ``samplers``: PSNR / SSIM / wall time vs NFE of invdiff's DPS, RED-Diff, DDS and SMC ensemble on
+  the demo tasks (CT 30 views, MRI 4x), beside deepinv's DPS and DiffPIR on the same denoiser, each
+  with the settings of :mod:`invdiff.tasks` (ours and deepinv's tuned the same way, at 100 steps, and
+  kept at every NFE: DPS's step size and DDS's once-per-step correction are not step-count invariant).
 """
 from __future__ import annotations
 
@@ -64,24 +66,37 @@ def denoising_rows(quick: bool, device) -> list[dict]:
     return rows
 
 
-def _deepinv_methods(prior, steps: int, sigma_y: float):
+def _deepinv_methods(prior, task: str, steps: int):
+    """deepinv's DPS and DiffPIR on ``prior`` with the settings of :data:`invdiff.tasks.DEEPINV_SETTINGS`
+    (tuned on validation phantoms as ours were), DiffPIR on the data mapped to [0, 1]
+    (:func:`invdiff.interop.deepinv_diffpir`); each a function ``(y, physics, generator) -> x``."""
     import deepinv as dinv
 
-    out = {}
+    from invdiff.interop import deepinv_diffpir
+    from invdiff.tasks import TASKS, deepinv_settings
+
+    def seed(g):
+        return int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+
+    spec, out = TASKS[task], {}
     try:
-        dps = dinv.sampling.DPS(prior, num_steps=steps, dtype=torch.float32, verbose=False)
-        out["deepinv DPS"] = lambda y, physics, g: dps(y, physics, x_init=None, seed=int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+        dps = dinv.sampling.DPS(prior, num_steps=steps, dtype=torch.float32, verbose=False, rng=torch.Generator(),
+                                **deepinv_settings(task, "dps"))  # its own generator, else `seed` is ignored
+        out["deepinv DPS"] = lambda y, physics, g: dps(y, physics, x_init=None, seed=seed(g))
     except Exception as e:  # pragma: no cover - API drift in deepinv
         out["deepinv DPS"] = e
-    try:
-        diffpir = dinv.sampling.DiffPIR(prior, dinv.optim.L2(), sigma=sigma_y, max_iter=steps, verbose=False)
-        out["deepinv DiffPIR"] = lambda y, physics, g: diffpir(y, physics)
-    except Exception as e:  # pragma: no cover
-        out["deepinv DiffPIR"] = e
+    diffpir = deepinv_diffpir(prior, spec["op_kwargs"]["sigma"], steps, data_range=spec["data_range"],
+                              **deepinv_settings(task, "diffpir"))
+
+    def run_diffpir(y, physics, g):
+        torch.manual_seed(seed(g))  # DiffPIR draws from torch's global generator
+        return diffpir(y, physics)
+
+    out["deepinv DiffPIR"] = run_diffpir
     return out
 
 
-def sampler_rows(quick: bool, device) -> list[dict]:
+def sampler_rows(quick: bool, device, deepinv_only: bool = False) -> list[dict]:
     from invdiff.samplers import make
     from invdiff.metrics import psnr, ssim
     from invdiff.tasks import TASKS, make_task, sampler_settings
@@ -94,10 +109,11 @@ def sampler_rows(quick: bool, device) -> list[dict]:
         view = (lambda t: t.pow(2).sum(1, keepdim=True).sqrt()) if spec["magnitude"] else (lambda t: t)
         for nfe in nfes:
             methods = {}
-            for name, label in (("dps", "DPS"), ("red-diff", "RED-Diff"), ("dds", "DDS")):
+            for name, label in () if deepinv_only else (("dps", "DPS"), ("red-diff", "RED-Diff"), ("dds", "DDS")):
                 methods[label] = (make(name, prior, progress=False, **{**sampler_settings(task, name), "steps": nfe}), 1)
             smc = {k: v for k, v in sampler_settings(task, "smc").items() if k != "particles"}
-            methods["SMC ensemble (8)"] = (make("smc", prior, progress=False, **{**smc, "steps": max(nfe // 8, 2)}), 8)
+            if not deepinv_only:
+                methods["SMC ensemble (8)"] = (make("smc", prior, progress=False, **{**smc, "steps": max(nfe // 8, 2)}), 8)
             for label, (sampler, particles) in methods.items():
                 g = torch.Generator().manual_seed(0)
                 t = time.perf_counter()
@@ -106,8 +122,7 @@ def sampler_rows(quick: bool, device) -> list[dict]:
                 a, b = view(res.mean()), view(x)
                 rows.append(dict(task=task, method=label, nfe_total=int(res.nfe) * particles, psnr=float(psnr(a, b).mean()),
                                  ssim=float(ssim(a, b).mean()), seconds=round(sec, 2)))
-            sigma_y = spec["op_kwargs"]["sigma"]
-            for label, fn in _deepinv_methods(prior, nfe, sigma_y).items():
+            for label, fn in _deepinv_methods(prior, task, nfe).items():
                 if isinstance(fn, Exception):
                     rows.append(dict(task=task, method=label, nfe_total=nfe, error=f"{type(fn).__name__}: {fn}"[:120]))
                     continue
@@ -126,5 +141,10 @@ def sampler_rows(quick: bool, device) -> list[dict]:
 
 
 def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
-    """Both tables (see the module docstring)."""
+    """Both tables (see the module docstring); ``INVDIFF_BENCH_PRIORS=deepinv`` runs only deepinv's rows
+    of ``samplers`` (to redo them after a change of their settings without the hour of invdiff's rows)."""
+    import os
+
+    if os.environ.get("INVDIFF_BENCH_PRIORS") == "deepinv":
+        return {"samplers": sampler_rows(quick, device, deepinv_only=True)}
     return {"denoising": denoising_rows(quick, device), "samplers": sampler_rows(quick, device)}

@@ -12,7 +12,8 @@ Methods: the operator's baseline, total variation (deepinv's FISTA with ``TVPrio
 (Chung et al. 2023), RED-Diff (Mardani et al. 2024) and DDS (Chung, Lee & Ye 2024, with its
 defaults; 16 posterior draws with its calibrated spread, ``x0_noise``: their mean and spread), all built by name through
 :func:`invdiff.samplers.make` with the settings of :mod:`invdiff.tasks`; for reference, deepinv's
-DiffPIR (Zhu et al. 2023) on the same denoiser, and with ``--reference`` DPS with the paper's
+DiffPIR (Zhu et al. 2023) on the same denoiser (its settings tuned as ours were, the data mapped to
+the [0, 1] range it assumes: :mod:`invdiff.interop`), and with ``--reference`` DPS with the paper's
 1000 ancestral steps.
 
 Uncertainty (the sampler :data:`invdiff.tasks.UNCERTAINTY`): the weighted posterior standard
@@ -79,7 +80,8 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
     from invdiff.benchmarks.uncertainty import uncertainty_metrics
     from invdiff.metrics import psnr, ssim
     from invdiff.samplers import make as make_sampler
-    from invdiff.tasks import TASKS, UNCERTAINTY, make_task, sampler_settings, uncertainty_settings
+    from invdiff.interop import deepinv_diffpir
+    from invdiff.tasks import TASKS, UNCERTAINTY, deepinv_settings, make_task, sampler_settings, uncertainty_settings
 
     spec = TASKS[task]
     prior, physics, x, y = make_task(task, n_images, device=device, seed=seed)
@@ -128,15 +130,13 @@ def run_task(task: str, n_images: int, quick: bool, device, seed: int, progress:
         out = sampler.sample(y, physics, n_samples=particles, generator=g)
         seconds = time.perf_counter() - t
         record(label, out.mean(), seconds, int(out.nfe), out if name == UNCERTAINTY and particles > 1 else None)
-    # deepinv's DiffPIR on the same denoiser, for reference (what a deepinv user would run)
-    import deepinv as dinv
-
-    diffpir = dinv.sampling.DiffPIR(prior, dinv.optim.L2(), sigma=spec["op_kwargs"]["sigma"],
-                                    max_iter=10 if quick else 100, verbose=False)
+    # deepinv's DiffPIR on the same denoiser, for reference (what a deepinv user would run: its
+    # zeta and lambda tuned on validation phantoms, the data mapped to the [0, 1] it assumes)
+    diffpir = deepinv_diffpir(prior, spec["op_kwargs"]["sigma"], 10 if quick else 100, data_range=spec["data_range"],
+                              **deepinv_settings(task, "diffpir"))
     torch.manual_seed(seed)  # DiffPIR draws from the global generator
     t = time.perf_counter()
-    with torch.no_grad():
-        xd = diffpir(y, physics)
+    xd = diffpir(y, physics)
     record("deepinv DiffPIR", xd, time.perf_counter() - t, 10 if quick else 100)
     arrays = dict(truth=x, y=y, results=results)
     return rows, arrays
