@@ -138,3 +138,21 @@ def test_bench_resume_is_refused_for_a_single_target(capsys):
 
     assert main(["bench", "operators", "--resume"]) == 2
     assert "--resume applies to `invdiff bench all` only" in capsys.readouterr().err
+
+
+def test_build_selected_runs_only_the_named_tables(monkeypatch):
+    import doctest
+
+    from invdiff.benchmarks import table
+    from invdiff.benchmarks.table import build_selected
+
+    calls = []
+    builders = {name: (lambda name=name: calls.append(name) or [{"t": name}]) for name in ("a", "b", "c")}
+    monkeypatch.setenv("INVDIFF_BENCH_TABLES", "c, a")
+    assert build_selected(builders) == {"c": [{"t": "c"}], "a": [{"t": "a"}]} and calls == ["c", "a"]
+    monkeypatch.setenv("INVDIFF_BENCH_TABLES", "a,typo")
+    with pytest.raises(ValueError, match=r"unknown table\(s\) \['typo'\]"):
+        build_selected(builders)
+    monkeypatch.delenv("INVDIFF_BENCH_TABLES")
+    assert list(build_selected(builders)) == ["a", "b", "c"]
+    assert doctest.testmod(table).failed == 0

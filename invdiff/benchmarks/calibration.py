@@ -113,24 +113,34 @@ def trained_rows(tasks=("ct", "mri"), runs: dict | None = None, trials: int = 8,
 
 
 def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
-    """Both tables of the module docstring (quick: fewer trials and draws)."""
+    """The tables of the module docstring (quick: fewer trials and draws), or those named in
+    ``INVDIFF_BENCH_TABLES``."""
     from invdiff.benchmarks.samplers_gmm import mcgdiff_problem
+    from invdiff.benchmarks.table import build_selected
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = continuous_samplers() + [DDS_X0]
     extra = {DDS_X0: {"sampler": "dds", "x0_noise": True}}
-    trials, draws = (40, 32) if quick else (200, 64)
-    mixture = []
-    for d_y in (1, 2):
-        prob = mcgdiff_problem(8, d_y, seed=d_y)
-        mixture += [{"d_y": d_y, **r} for r in sbc_rows(f"mixture-dy{d_y}", prob["prior"], prob["physics"], names,
+
+    def mixture():
+        trials, draws = (40, 32) if quick else (200, 64)
+        rows = []
+        for d_y in (1, 2):
+            prob = mcgdiff_problem(8, d_y, seed=d_y)
+            rows += [{"d_y": d_y, **r} for r in sbc_rows(f"mixture-dy{d_y}", prob["prior"], prob["physics"], names,
                                                          trials, draws, seed=d_y, out_dir=out, settings=extra)]
-    prior = phantom_mixture()
-    physics = _dense_ct(16, 8, 0.05)
-    img_trials, img_draws = (16, 16) if quick else (64, 32)
-    images = sbc_rows("ct16", prior, physics, names, img_trials, img_draws, seed=7, out_dir=out, chunk=16,
-                      settings=extra)
-    trained = trained_rows(("mri",) if quick else ("ct", "mri"), trials=8 if quick else 32, out_dir=out)
-    return {"calibration_mixture": mixture, "calibration_images": images, "calibration_trained": trained}
+        return rows
+
+    def images():
+        trials, draws = (16, 16) if quick else (64, 32)
+        return sbc_rows("ct16", phantom_mixture(), _dense_ct(16, 8, 0.05), names, trials, draws, seed=7, out_dir=out,
+                        chunk=16, settings=extra)
+
+    return build_selected({
+        "calibration_mixture": mixture,
+        "calibration_images": images,
+        "calibration_trained": lambda: trained_rows(("mri",) if quick else ("ct", "mri"), trials=8 if quick else 32,
+                                                    out_dir=out),
+    })

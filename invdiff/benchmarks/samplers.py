@@ -510,10 +510,10 @@ def exact_posterior_images(quick: bool, device: str) -> list[dict]:
 def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
     """All tables of ``invdiff bench samplers`` (see the module docstring), or those named in the
     environment variable ``INVDIFF_BENCH_TABLES`` (comma-separated, e.g. ``samplers_fast``)."""
-    import os
-
     from invdiff.benchmarks.samplers_fast import fast_table
     from invdiff.benchmarks.samplers_gmm import calibration_table, gmm_table
+
+    from invdiff.benchmarks.table import build_selected
 
     builders = {
         "samplers_fast": fast_table,
@@ -523,8 +523,4 @@ def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
         "dps_overhead": dps_overhead,
         "exact_posterior_images": exact_posterior_images,
     }
-    wanted = [t.strip() for t in os.environ.get("INVDIFF_BENCH_TABLES", ",".join(builders)).split(",") if t.strip()]
-    unknown = sorted(set(wanted) - set(builders))
-    if unknown:
-        raise ValueError(f"INVDIFF_BENCH_TABLES: unknown table(s) {unknown}; expected names from {sorted(builders)}")
-    return {name: builders[name](quick, device) for name in wanted}
+    return build_selected({name: (lambda f=f: f(quick, device)) for name, f in builders.items()})

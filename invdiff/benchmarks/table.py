@@ -48,3 +48,21 @@ def write_table(rows: list[dict], out_dir: str | os.PathLike, name: str) -> str:
             w.writeheader()
             w.writerows(rows)
     return text
+
+
+def build_selected(builders: dict, env: str = "INVDIFF_BENCH_TABLES") -> dict[str, list[dict]]:
+    """Call each builder of ``{table_name: () -> rows}`` and return ``{table_name: rows}``: all of them,
+    or only those named in the environment variable ``INVDIFF_BENCH_TABLES`` (comma-separated), so one
+    target's tables can run as separate processes (in parallel, or spread over sessions).
+
+    >>> import os
+    >>> os.environ["INVDIFF_BENCH_TABLES"] = "b"
+    >>> build_selected({"a": lambda: [{"x": 1}], "b": lambda: [{"x": 2}]})
+    {'b': [{'x': 2}]}
+    >>> del os.environ["INVDIFF_BENCH_TABLES"]
+    """
+    wanted = [t.strip() for t in os.environ.get(env, ",".join(builders)).split(",") if t.strip()]
+    unknown = sorted(set(wanted) - set(builders))
+    if unknown:
+        raise ValueError(f"{env}: unknown table(s) {unknown}; expected names from {sorted(builders)}")
+    return {name: builders[name]() for name in wanted}

@@ -244,16 +244,18 @@ def phantom_tv(names=PHANTOM_SAMPLERS, n_prior: int = 384, n: int = 256, views: 
 
 
 def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
-    """All tables (quick: CT only, 8 particles, fewer problems)."""
-    return {
-        "uncertainty_images": image_uncertainty(("ct",) if quick else ("ct", "mri"), n_particles=8 if quick else 32,
-                                                device=device),
-        "uncertainty_daps": daps_table(("ct",) if quick else ("ct", "mri"), n_draws=4 if quick else 16,
-                                       n_images=1 if quick else 2, quick=quick, device=device),
-        "uncertainty_step_cost": step_cost(8, 5 if quick else 10, device),
-        "uncertainty_mixture": mixture_defaults(problems=1 if quick else 2, n_draws=256 if quick else 512),
-        "uncertainty_phantoms": phantom_tv(n_prior=128 if quick else 384, n=64 if quick else 256),
-    }
+    """All tables (quick: CT only, 8 particles, fewer problems), or those named in ``INVDIFF_BENCH_TABLES``."""
+    from invdiff.benchmarks.table import build_selected
+
+    tasks = ("ct",) if quick else ("ct", "mri")
+    return build_selected({
+        "uncertainty_images": lambda: image_uncertainty(tasks, n_particles=8 if quick else 32, device=device),
+        "uncertainty_daps": lambda: daps_table(tasks, n_draws=4 if quick else 16, n_images=1 if quick else 2,
+                                               quick=quick, device=device),
+        "uncertainty_step_cost": lambda: step_cost(8, 5 if quick else 10, device),
+        "uncertainty_mixture": lambda: mixture_defaults(problems=1 if quick else 2, n_draws=256 if quick else 512),
+        "uncertainty_phantoms": lambda: phantom_tv(n_prior=128 if quick else 384, n=64 if quick else 256),
+    })
 
 
 if __name__ == "__main__":  # python -m invdiff.benchmarks.uncertainty OUT [--quick] [--only=daps]: one table or all

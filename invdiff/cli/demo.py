@@ -201,7 +201,7 @@ def run(args) -> int:
     import invdiff
     from invdiff.benchmarks.table import markdown, write_table
     from invdiff.datasets.loaders import save_hdf5
-    from invdiff.tasks import TASKS, UNCERTAINTY, sampler_settings, uncertainty_settings
+    from invdiff.tasks import TASKS, UNCERTAINTY, deepinv_settings, sampler_settings, uncertainty_settings
     from invdiff.utils.io import atomic_path
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -230,11 +230,13 @@ def run(args) -> int:
         base = by[TASKS[task]["baseline"]]
         best = max((label for _, label in METHODS), key=by.get)
         print(f"{task}: best diffusion method {best} {by[best]:.2f} dB: {by[best] - base:+.2f} dB over the baseline "
-              f"(target +5), {by[best] - by['TV']:+.2f} dB over TV (target +1)")
+              f"(target +5), {by[best] - by['TV']:+.2f} dB over TV (target +1); deepinv DiffPIR "
+              f"{by['deepinv DiffPIR']:.2f} dB ({by['deepinv DiffPIR'] - by[best]:+.2f} dB)")
     write_table(rows, out, "demo")
     settings = dict(tasks={t: {k: v for k, v in TASKS[t].items()} for t in tasks},
                     samplers={t: {name: uncertainty_settings(t, args.quick) if name == UNCERTAINTY
                                       else sampler_settings(t, name, args.quick) for name, _ in METHODS} for t in tasks},
+                    deepinv_diffpir={t: deepinv_settings(t, "diffpir") for t in tasks},
                     images=n_images, seed=args.seed, quick=args.quick, device=str(device),
                     version=invdiff.__version__, torch=torch.__version__, total_seconds=round(total, 2))
     with atomic_path(out / "results.json") as tmp:
