@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from invdiff.benchmarks.all import load_results, normalise, run, run_targets
+from invdiff.benchmarks.all import finished, load_results, normalise, run, run_targets
 from invdiff.benchmarks.report import figures, headline, write_report
 
 SAMPLERS = [dict(task=t, method=m, nfe_total=n, psnr=p, seconds=s)
@@ -156,3 +156,36 @@ def test_build_selected_runs_only_the_named_tables(monkeypatch):
     monkeypatch.delenv("INVDIFF_BENCH_TABLES")
     assert list(build_selected(builders)) == ["a", "b", "c"]
     assert doctest.testmod(table).failed == 0
+
+
+def test_merge_parts_records_each_table_and_says_partial_until_all_are_there(tmp_path):
+    import json
+
+    from invdiff.benchmarks.all import merge_parts
+
+    def part(name, table, commit, seconds, quick=False, status="ok"):
+        folder = tmp_path / name / "samplers"
+        folder.mkdir(parents=True)
+        (folder / f"{table}.csv").write_text("a,b\n1,2\n")
+        (folder / f"{table}.md").write_text("| a |\n")
+        (folder / "run.json").write_text(json.dumps(dict(target="samplers", status=status, seconds=seconds,
+                                                         started="2026-12-08 00:00", commit=commit, quick=quick,
+                                                         device="cpu")))
+        return tmp_path / name
+
+    p1, p2 = part("p1", "fast", "aaaaaaaaaaaaaaaa", 10.0), part("p2", "gmm", "bbbbbbbbbbbbbbbb", 5.5)
+    rec = merge_parts(tmp_path / "dest", "samplers", ["fast", "gmm", "deepinv"], [p1, p2])
+    assert rec["status"] == "partial (missing: deepinv)" and rec["seconds"] == 15.5
+    assert rec["tables"]["gmm"]["commit"] == "bbbbbbbbbbbbbbbb" and rec["commit"] == "aaaaaaaaaaaa, bbbbbbbbbbbb"
+    assert sorted(f.name for f in (tmp_path / "dest" / "samplers").iterdir()) == [
+        "fast.csv", "fast.md", "gmm.csv", "gmm.md", "run.json"]
+    assert not finished(tmp_path / "dest", "samplers", quick=False)  # partial: --resume reruns it
+    assert finished(tmp_path / "dest", "samplers", quick=False, partial=True)  # --report-only shows it
+    p3 = part("p3", "deepinv", "cccccccccccccccc", 1.0)
+    assert merge_parts(tmp_path / "dest", "samplers", ["fast", "gmm", "deepinv"], [p1, p2, p3])["status"] == "ok"
+    assert finished(tmp_path / "dest", "samplers", quick=False)
+    with pytest.raises(ValueError, match="one mode"):
+        merge_parts(tmp_path / "d2", "samplers", ["fast"], [p1, part("q", "fast", "c", 1.0, quick=True)])
+    with pytest.raises(ValueError, match="status ok"):
+        merge_parts(tmp_path / "d3", "samplers", ["fast"], [part("f", "fast", "c", 1.0, status="failed")])
+    assert finished(tmp_path / "d4", "x", quick=False) is False  # no run.json

@@ -23,6 +23,13 @@ the report of the targets finished so far. ``INVDIFF_BENCH_ALL_TARGETS=a,b`` run
 The function returns the summary table (one row per target), which the CLI also writes as
 ``OUT/bench_all.md``.
 
+A target too long for one session runs table by table (``INVDIFF_BENCH_TABLES=t1`` with
+``INVDIFF_BENCH_ALL_TARGETS=<target>``, one ``--out`` folder per part, in parallel or over
+sessions); :func:`merge_parts` (``python -m invdiff.benchmarks.all merge DEST TARGET T1,T2,.. PART..``)
+gathers the parts into ``DEST/<target>/`` with one ``run.json`` that records each table's commit,
+start time and seconds, and says ``ok`` only when every expected table is there (``partial``
+otherwise, which ``--resume`` reruns).
+
 >>> from invdiff.benchmarks.all import normalise
 >>> list(normalise("pde", [{"a": 1}]))
 ['pde']
@@ -34,7 +41,7 @@ import time
 import traceback
 from pathlib import Path
 
-__all__ = ["run", "run_targets", "normalise", "load_results", "finished"]
+__all__ = ["run", "run_targets", "normalise", "load_results", "finished", "merge_parts"]
 
 RECORD = "run.json"
 
@@ -69,12 +76,14 @@ def _record(folder: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def finished(out_dir: str | os.PathLike, target: str, quick: bool, skipped: bool = False) -> bool:
+def finished(out_dir: str | os.PathLike, target: str, quick: bool, skipped: bool = False, partial: bool = False) -> bool:
     """Whether ``OUT/<target>/run.json`` records a successful run of ``target`` in this mode (quick or full);
-    with ``skipped``, a target that skipped itself (e.g. ``gpu`` without a GPU) counts too."""
+    with ``skipped``, a target that skipped itself (e.g. ``gpu`` without a GPU) counts too, with ``partial``
+    one merged from some of its tables (:func:`merge_parts`)."""
     record = _record(Path(out_dir) / target)
     status = str(record.get("status", ""))
-    return (status == "ok" or (skipped and status.startswith("skipped"))) and record.get("quick") is quick
+    ok = status == "ok" or (skipped and status.startswith("skipped")) or (partial and status.startswith("partial"))
+    return ok and record.get("quick") is quick
 
 
 def load_results(out_dir: str | os.PathLike, targets: list[str]) -> list[dict]:
@@ -173,6 +182,46 @@ def _write_record(folder: Path, res: dict, quick: bool, device: str) -> None:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
+def merge_parts(dest: str | os.PathLike, target: str, expected: list[str], parts: list[str | os.PathLike]) -> dict:
+    """Gather the table-by-table runs ``parts`` (each a ``bench all --out PART`` folder holding
+    ``PART/<target>/``) into ``DEST/<target>/``: their files (tables, figures) are copied, later parts
+    winning, and ``run.json`` is written with per-table records (``tables``: name -> commit, started,
+    seconds), the commits and start times joined, the seconds summed, and ``status`` ``ok`` when every
+    name of ``expected`` has a table, else ``partial (missing: ...)``. Only parts whose own ``run.json``
+    says ``ok`` are used, and all must be in the same mode (quick or full). Returns the record."""
+    import json
+    import shutil
+
+    from invdiff.utils.io import atomic_path
+
+    out = Path(dest) / target
+    records, modes = {}, set()
+    for part in parts:
+        folder = Path(part) / target
+        rec = _record(folder)
+        if rec.get("status") != "ok":
+            raise ValueError(f"{folder}: expected a finished run (run.json status ok), got {rec.get('status', 'no run.json')!r}")
+        modes.add((rec.get("quick"), rec.get("device")))
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.name != RECORD:
+                shutil.copy2(f, out / f.name)
+        for table in sorted(p.stem for p in folder.glob("*.csv")):
+            records[table] = {k: rec.get(k, "") for k in ("commit", "started", "seconds")}
+    if len(modes) != 1:
+        raise ValueError(f"merge_parts: the parts must share one mode and device, got {sorted(map(str, modes))}")
+    (quick, device), = modes
+    missing = [t for t in expected if t not in records]
+    record = dict(target=target, status="ok" if not missing else f"partial (missing: {', '.join(missing)})",
+                  seconds=round(sum(float(r["seconds"] or 0) for r in records.values()), 1),
+                  started=", ".join(sorted({str(r["started"]) for r in records.values()})),
+                  commit=", ".join(sorted({str(r["commit"])[:12] for r in records.values()})),
+                  quick=quick, device=device, tables=records)
+    with atomic_path(out / RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None,
         resume: bool = False, report_only: bool = False) -> dict[str, list[dict]]:
     """Run the targets (default: every target of ``invdiff bench`` but ``all``) and write ``OUT/report.md``;
@@ -194,7 +243,8 @@ def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None
         return write_report(results, out_dir, quick=quick, device=device, total_seconds=time.perf_counter() - started,
                             planned=len(targets))
 
-    done = [t for t in targets if (resume or report_only) and finished(out_dir, t, quick, skipped=report_only)]
+    done = [t for t in targets
+            if (resume or report_only) and finished(out_dir, t, quick, skipped=report_only, partial=report_only)]
     if done:
         print(f"[bench all] --resume: reading back {', '.join(done)}", flush=True)
     earlier = {r["target"]: r for r in load_results(out_dir, done)}
@@ -210,3 +260,12 @@ def run(out_dir: str, quick: bool, device: str, targets: list[str] | None = None
     summary = [dict(target=r["target"], status=r["status"], seconds=r["seconds"], tables=", ".join(r["tables"]),
                     error=r.get("error", "")[:160]) for r in results]
     return {"bench_all": summary}
+
+
+if __name__ == "__main__":  # python -m invdiff.benchmarks.all merge DEST TARGET T1,T2,... PART [PART ...]
+    import json
+    import sys
+
+    if len(sys.argv) < 6 or sys.argv[1] != "merge":
+        sys.exit("usage: python -m invdiff.benchmarks.all merge DEST TARGET TABLE1,TABLE2,... PART [PART ...]")
+    print(json.dumps(merge_parts(sys.argv[2], sys.argv[3], sys.argv[4].split(","), sys.argv[5:]), indent=1))
