@@ -47,6 +47,14 @@ def test_headline_skips_reference_rows():
     assert headline({"p": {"s": rows}})[0]["best invdiff"] == "DPS"
 
 
+def test_headline_skips_a_task_where_every_method_ties():
+    rows = [dict(task="inpainting", sampler=s, nfe=32, tv=1.0, seconds=1.0) for s in ("aps", "svdd", "masked-unguided")]
+    rows.append(dict(task="sr2", sampler="aps", nfe=32, tv=0.99, seconds=1.0))
+    rows.append(dict(task="sr2", sampler="svdd", nfe=32, tv=1.0, seconds=1.0))
+    h = headline({"aps": {"aps_oracle": rows}})
+    assert [(r["task"], r["best invdiff"]) for r in h] == [("sr2", "aps")]
+
+
 def test_headline_lower_is_better_and_rows_without_deepinv():
     rows = fake_runner("channel", None, True, "cpu") + [dict(snr_db=-5, estimator="LS", nmse_db=3.0, nfe=0)]
     h = headline({"channel": {"channel": rows}})

@@ -150,8 +150,8 @@ def headline(tables: dict[str, dict[str, list[dict]]]) -> list[dict]:
                 ours = [r for r in rs if "deepinv" not in str(r[mcol]).lower()
                         and not any(w in str(r[mcol]).lower() for w in REFERENCE_WORDS)]
                 theirs = [r for r in rs if "deepinv" in str(r[mcol]).lower()]
-                if not ours:
-                    continue
+                if not ours or (len(ours) > 1 and len({_num(r[qcol]) for r in ours}) == 1):
+                    continue  # no method, or every method ties (e.g. all at the worst TV of 1): no winner to report
                 best = max(ours, key=key)
                 def cost(r):
                     v = r.get(tcol, "") if tcol else ""
