@@ -189,6 +189,8 @@ def test_merge_parts_records_each_table_and_says_partial_until_all_are_there(tmp
         "fast.csv", "fast.md", "gmm.csv", "gmm.md", "run.json"]
     assert not finished(tmp_path / "dest", "samplers", quick=False)  # partial: --resume reruns it
     assert finished(tmp_path / "dest", "samplers", quick=False, partial=True)  # --report-only shows it
+    run(str(tmp_path / "dest"), False, "cpu", targets=["samplers"], report_only=True)
+    assert "**Partial** (some tables missing, see the targets table): samplers." in (tmp_path / "dest" / "report.md").read_text()
     p3 = part("p3", "deepinv", "cccccccccccccccc", 1.0)
     assert merge_parts(tmp_path / "dest", "samplers", ["fast", "gmm", "deepinv"], [p1, p2, p3])["status"] == "ok"
     assert finished(tmp_path / "dest", "samplers", quick=False)

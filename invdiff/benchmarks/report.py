@@ -290,11 +290,13 @@ def render(results: list[dict], info: dict, fig_dir: Path, rel_to: Path, quick: 
     from invdiff.benchmarks.table import markdown
 
     back = [r["target"] for r in results if str(r.get("status", "")).endswith("(read back)")]
+    partial = [r["target"] for r in results if str(r.get("status", "")).startswith("partial")]
     mode = "quick run (`--quick`: small sizes, few steps; numbers are smoke-test quality, not the full measurement)" if quick \
         else "full run"
     lines = ["# invdiff benchmark report", "",
              f"`invdiff bench all{' --quick' if quick else ''}`: {mode}; {len(results)} targets in {_run_minutes(results, total_seconds):.1f} minutes"
              + (f" (**incomplete: {len(results)} of {planned} targets so far**)." if planned and len(results) < planned else ".")
+             + (f" **Partial** (some tables missing, see the targets table): {', '.join(partial)}." if partial else "")
              + (f" {len(back)} of them ({', '.join(back)}) were read back from earlier runs in the same folder (`--resume`): "
                 "the targets table gives each one's start time and commit." if back else ""), "",
              "## Machine and versions", "", markdown([{"field": k, "value": v} for k, v in info.items()]), ""]
