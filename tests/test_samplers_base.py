@@ -173,3 +173,27 @@ def test_benchmark_exact_weights_match_gmm_posterior():
     prior = GaussianMixture(torch.full((12,), 1 / 12, dtype=torch.float64), images, 0.0)
     post = prior.posterior(A, y[0], 0.7)
     torch.testing.assert_close(exact_weights(images, Matrix(A), y, 0.7), post.weights)
+
+
+@pytest.mark.parametrize("renoise_corrected", [False, True])
+def test_loop_renoises_with_the_network_or_the_corrected_estimate(renoise_corrected):
+    """One DDIM (eta = 0) step from sigma 2 to 1 with a hook that returns a constant c, prior N(0, I):
+    x0_hat = x / 5, and x_1 = c + (x_0 - x0_hat) / 2 (the network's noise estimate, DDS) or
+    x_1 = c + (x_0 - c) / 2 (the corrected estimate's own, ``renoise_corrected``)."""
+    from invdiff.diffusion.gmm import Gaussian
+    from invdiff.samplers.loop import DiffusionLoop
+
+    c = torch.full((3,), 0.7, dtype=torch.float64)
+
+    class Const(DiffusionLoop):
+        def correct(self, x0_hat, problem, i, state):
+            return c.expand_as(x0_hat).clone()
+
+    Const.renoise_corrected = renoise_corrected
+    loop = Const(Gaussian(torch.zeros(3, dtype=torch.float64), 1.0), 2, sigmas=torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64),
+                 method="ddim", solver_options={"eta": 0.0}, progress=False, on_nan="raise")
+    physics = Matrix(torch.eye(3, dtype=torch.float64), sigma=0.1)
+    out = loop.sample(torch.zeros(1, 3, dtype=torch.float64), physics, generator=torch.Generator().manual_seed(0), record_every=1)
+    x0, x1 = out.trace["trajectory"][0].reshape(3), out.trace["trajectory"][1].reshape(3)
+    expected = c + (x0 - c) / 2 if renoise_corrected else c + (x0 - x0 / 5) / 2
+    torch.testing.assert_close(x1, expected)

@@ -25,8 +25,9 @@ more do not help: the DDIM step carries the whole correction :math:`\hat x_0' - 
 :math:`x_{i+1}`, so every step adds ``cg_iters`` more CG steps towards the data, and past about 100
 steps the iterate fits the measurement noise (the Krylov early stopping that regularises DDS runs
 out). On the demo's CT task the data residual of the mean falls from 0.93 to 0.61 times the noise
-level from 50 to 1000 steps, and PSNR by several dB (``python -m invdiff.benchmarks.dds_steps``,
-``docs/benchmarks/dds-steps.md``).
+level from 50 to 1000 steps, and PSNR by several dB; on an exact Gaussian-mixture prior the error
+of the mean against the exact posterior mean grows from 4.5% at 50 steps to 13% at 1000
+(``python -m invdiff.benchmarks.dds_steps``, ``docs/benchmarks/dds-steps.md``).
 
 ``x0_noise=True`` (calibrated spread): the step above uses the *mean* of the Gaussian
 approximation :math:`\mathcal N(m_i, P_i^{-1})`, :math:`P_i = A^\top V^{-1} A + v_i^{-1} I`, of

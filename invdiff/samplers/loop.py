@@ -12,7 +12,10 @@ When the hook moves :math:`\hat x_0`, the iterate moves with it
 (:math:`x_i \leftarrow x_i + \hat x_0' - \hat x_0`), so the solver re-noises the corrected
 estimate with the network's own noise estimate :math:`\hat\varepsilon = (x_i - \hat x_0)/\sigma_i`,
 as DDS does (Chung, Lee & Ye 2024, eq. 14: :math:`x_{t-1} = \sqrt{\bar\alpha_{t-1}}\, \hat x_0' +
-\ldots\, \hat\varepsilon_\theta(x_t)`).
+\ldots\, \hat\varepsilon_\theta(x_t)`). A subclass with ``renoise_corrected = True`` skips that
+shift: the solver then re-noises :math:`\hat x_0'` with :math:`(x_i - \hat x_0')/\sigma_i`, so only
+the fraction of the correction that the solver's step keeps reaches :math:`x_{i+1}` (step-count
+invariant, but weaker per step: ``docs/benchmarks/dds-steps.md``).
 
 A new sampler is a subclass that overrides :meth:`DiffusionLoop.correct` (and, for guidance
 through the network, :meth:`DiffusionLoop.estimate`); see ``docs/architecture.md``.
@@ -66,6 +69,8 @@ class DiffusionLoop(Sampler):
     #: ``trace["x0_var"]`` is the per-pixel variance of the (corrected) x0 estimate over this last
     #: fraction of the steps (:mod:`invdiff.hallucination`; no extra network call)
     x0_var_fraction = 0.25
+    #: re-noise the corrected estimate with its own noise estimate instead of the network's (module docstring)
+    renoise_corrected = False
 
     def __init__(self, prior, steps: int, *, sigmas: Tensor | None, method: str,
                  solver_options: dict | None, progress: bool, on_nan: str,
@@ -135,7 +140,7 @@ class DiffusionLoop(Sampler):
             x0_hat, pull = self.estimate(x, i, problem, state)
             x0_corr = self.correct(x0_hat, problem, i, state)
             x0_var.update(i, x0_corr)
-            if x0_corr is not x0_hat:
+            if x0_corr is not x0_hat and not self.renoise_corrected:
                 x = x + (x0_corr - x0_hat)  # keep the network's noise estimate (module docstring)
             x_prime = solver.step(i, x, x0_corr, denoise=denoise, generator=generator)
             x = self.check(x_prime if pull is None else x_prime - pull, i, fallback=x_prime, trace=state["trace"])
