@@ -512,7 +512,6 @@ def run(out_dir: str, quick: bool, device: str) -> dict[str, list[dict]]:
     environment variable ``INVDIFF_BENCH_TABLES`` (comma-separated, e.g. ``samplers_fast``)."""
     from invdiff.benchmarks.samplers_fast import fast_table
     from invdiff.benchmarks.samplers_gmm import calibration_table, gmm_table
-
     from invdiff.benchmarks.table import build_selected
 
     builders = {
