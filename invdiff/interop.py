@@ -33,7 +33,7 @@ import math
 
 import torch
 
-__all__ = ["UnitRangeDenoiser", "unit_range_physics", "unit_range", "deepinv_diffpir"]
+__all__ = ["UnitRangeDenoiser", "unit_range_physics", "unit_range", "deepinv_diffpir", "deepinv_dps"]
 
 
 def _scale(data_range) -> tuple[float, float]:
@@ -113,5 +113,19 @@ def deepinv_diffpir(prior, sigma: float, steps: int, data_range=(0.0, 1.0), **kw
         algo = dinv.sampling.DiffPIR(den, dinv.optim.L2(), sigma=sigma, max_iter=steps, verbose=False, **kwargs)
         with torch.no_grad():
             return lo + c * algo(y_u, phys)
+
+    return run
+
+
+def deepinv_dps(prior, steps: int, **kwargs):
+    """deepinv's DPS on ``prior`` (float32, ``steps`` steps, ``kwargs`` such as ``weight``): a function
+    ``(y, physics, seed) -> x``. It gets its own generator, so ``seed`` is honoured (without one deepinv
+    ignores the seed with a warning and draws from torch's global generator)."""
+    import deepinv as dinv
+
+    dps = dinv.sampling.DPS(prior, num_steps=steps, dtype=torch.float32, verbose=False, rng=torch.Generator(), **kwargs)
+
+    def run(y: torch.Tensor, physics, seed: int) -> torch.Tensor:
+        return dps(y, physics, x_init=None, seed=int(seed)).detach()
 
     return run

@@ -23,10 +23,8 @@ STEPS = 100
 
 
 def tuning_rows(tasks=("ct", "mri"), methods=tuple(GRIDS)) -> list[dict]:
-    import deepinv as dinv
-
     from invdiff.benchmarks.uncertainty import _setup
-    from invdiff.interop import deepinv_diffpir
+    from invdiff.interop import deepinv_diffpir, deepinv_dps
     from invdiff.metrics import psnr
     from invdiff.tasks import TASKS
 
@@ -43,9 +41,7 @@ def tuning_rows(tasks=("ct", "mri"), methods=tuple(GRIDS)) -> list[dict]:
                     x_hat = deepinv_diffpir(prior, spec["op_kwargs"]["sigma"], STEPS, data_range=spec["data_range"],
                                             **settings)(y, physics)
                 else:
-                    dps = dinv.sampling.DPS(prior, num_steps=STEPS, dtype=torch.float32, verbose=False,
-                                            rng=torch.Generator(), **settings)  # its own generator: `seed` is used
-                    x_hat = dps(y, physics, x_init=None, seed=0).detach()
+                    x_hat = deepinv_dps(prior, STEPS, **settings)(y, physics, seed=0)
                 rows.append(dict(task=task, method=f"deepinv {method}", steps=STEPS, settings=str(settings),
                                  psnr=round(float(psnr(view(x_hat), view(x)).mean()), 2),
                                  seconds=round(time.perf_counter() - t, 1)))

@@ -70,21 +70,15 @@ def _deepinv_methods(prior, task: str, steps: int):
     """deepinv's DPS and DiffPIR on ``prior`` with the settings of :data:`invdiff.tasks.DEEPINV_SETTINGS`
     (tuned on validation phantoms as ours were), DiffPIR on the data mapped to [0, 1]
     (:func:`invdiff.interop.deepinv_diffpir`); each a function ``(y, physics, generator) -> x``."""
-    import deepinv as dinv
-
-    from invdiff.interop import deepinv_diffpir
+    from invdiff.interop import deepinv_diffpir, deepinv_dps
     from invdiff.tasks import TASKS, deepinv_settings
 
     def seed(g):
         return int(torch.randint(0, 2**31 - 1, (1,), generator=g))
 
     spec, out = TASKS[task], {}
-    try:
-        dps = dinv.sampling.DPS(prior, num_steps=steps, dtype=torch.float32, verbose=False, rng=torch.Generator(),
-                                **deepinv_settings(task, "dps"))  # its own generator, else `seed` is ignored
-        out["deepinv DPS"] = lambda y, physics, g: dps(y, physics, x_init=None, seed=seed(g))
-    except Exception as e:  # pragma: no cover - API drift in deepinv
-        out["deepinv DPS"] = e
+    dps = deepinv_dps(prior, steps, **deepinv_settings(task, "dps"))
+    out["deepinv DPS"] = lambda y, physics, g: dps(y, physics, seed(g))
     diffpir = deepinv_diffpir(prior, spec["op_kwargs"]["sigma"], steps, data_range=spec["data_range"],
                               **deepinv_settings(task, "diffpir"))
 
